@@ -1,0 +1,37 @@
+//! `cargo xtask`: the project's own build tooling (CRD generation, tool installation, CI).
+
+mod ci;
+mod crds;
+mod tools;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "wayguard build tooling")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write crds/*.yaml and the Helm chart's copy from the Rust types.
+    Crds {
+        /// Fail instead of writing when the committed files are stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Install (idempotently, into a cache outside the repo) the tools the test tiers need.
+    Tools(tools::ToolsArgs),
+    /// Run everything CI runs: fmt, clippy, CRD staleness, and every test tier.
+    Ci(ci::CiArgs),
+}
+
+fn main() -> Result<()> {
+    match Args::parse().command {
+        Command::Crds { check } => crds::run(check),
+        Command::Tools(args) => tools::run(args),
+        Command::Ci(args) => ci::run(args),
+    }
+}
