@@ -338,4 +338,4 @@ fn tls_config(extra_ca_pem: Option<&PathBuf>) -> Result<rustls::ClientConfig, Bu
 
 #[cfg(test)]
 #[path = "fetch_tests.rs"]
-mod tests;
+pub(crate) mod tests;
