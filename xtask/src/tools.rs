@@ -480,24 +480,21 @@ fn write_env_file(ctx: &Ctx) -> Result<PathBuf> {
 
 fn print_summary(ctx: &Ctx, total: Duration, env_file: &Path) {
     println!();
-    println!(
-        "{:<38} {:<28} {:<10} {:>8}",
-        "tool", "version", "status", "time"
-    );
+    println!("{:<36} {:<9} {:>7}  version", "step", "status", "time");
     for r in &ctx.reports {
         println!(
-            "{:<38} {:<28} {:<10} {:>8}",
+            "{:<36} {:<9} {:>7}  {}",
             r.name,
-            r.version,
             r.outcome.word(),
-            fmt_duration(r.elapsed)
+            fmt_duration(r.elapsed),
+            r.version
         );
         if !r.detail.is_empty() {
             println!("    {}", r.detail);
         }
     }
     for f in &ctx.failures {
-        println!("{:<38} {:<28} {:<10}", f.name, "-", "FAILED");
+        println!("{:<36} {:<9}", f.name, "FAILED");
     }
     let missing = ctx.tools.missing();
     if !missing.is_empty() {

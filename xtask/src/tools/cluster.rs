@@ -24,7 +24,7 @@
 //!      --service-account-key-file=$D/pki/sa.pub --service-account-signing-key-file=$D/pki/sa.key
 //!      --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC --allow-privileged=true
 //!      --disable-admission-plugins=ServiceAccount --enable-priority-and-fairness=false
-//!      --profiling=false
+//!      --profiling=false --endpoint-reconciler-type=none
 //! ```
 //! Ready when etcd's `/health` says `"health":"true"`, then `kubectl get --raw /readyz` answers
 //! `ok` and `kubectl get namespace default` succeeds.
@@ -144,6 +144,9 @@ impl ClusterLayout {
             // Saves CPU on a 2-core machine; tests do not exercise API priority and fairness.
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
+            // The `kubernetes` Endpoints may not hold a loopback address ("may not be in the
+            // loopback range", logged every 10 s); nothing in-cluster needs them here.
+            "--endpoint-reconciler-type=none".into(),
         ]
     }
 }

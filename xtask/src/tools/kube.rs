@@ -246,11 +246,24 @@ pub(super) fn smoke_test(ctx: &mut Ctx) -> Result<(Outcome, String, String)> {
         cluster.server,
         fmt_duration(started)
     );
+    let (etcd_log, apiserver_log) = (cluster.etcd_log.clone(), cluster.apiserver_log.clone());
     let checks = run_cluster_checks(ctx, &cluster);
     let stop_start = Instant::now();
     let stopped = cluster.stop();
     let stop_time = stop_start.elapsed();
-    let summary = checks?;
+    // Keep the logs of the last smoke run next to the other logs.
+    for (from, to) in [
+        (&etcd_log, "kube-smoke-etcd.log"),
+        (&apiserver_log, "kube-smoke-apiserver.log"),
+    ] {
+        let _ = fs::copy(from, ctx.log_path("x").with_file_name(to));
+    }
+    let summary = checks.with_context(|| {
+        format!(
+            "kube smoke test against etcd + kube-apiserver in {} (kept for inspection)",
+            dir.display()
+        )
+    })?;
     stopped.context("stopping etcd + kube-apiserver")?;
     fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok((
@@ -333,6 +346,32 @@ fn run_cluster_checks(ctx: &Ctx, cluster: &KubeCluster) -> Result<String> {
             String::from_utf8_lossy(&who.stderr)
         );
     }
+    // CRDs work (tier 3 applies wayguard's): create one, wait until Established, add an object.
+    let crd = cluster.dir.join("smoke-crd.yaml");
+    fs::write(&crd, SMOKE_CRD).with_context(|| format!("writing {}", crd.display()))?;
+    let crd_arg = crd.display().to_string();
+    cluster.kubectl_output(&["apply", "-f", &crd_arg])?;
+    cluster.kubectl_output(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/widgets.smoke.wayguard.io",
+    ])?;
+    let widget = cluster.dir.join("smoke-widget.yaml");
+    fs::write(&widget, SMOKE_WIDGET).with_context(|| format!("writing {}", widget.display()))?;
+    cluster.kubectl_output(&["apply", "-f", &widget.display().to_string()])?;
+    let size = cluster.kubectl_output(&[
+        "get",
+        "widget",
+        "w1",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.size}",
+    ])?;
+    if size.trim() != "3" {
+        bail!("the smoke Widget reads back with spec.size {size:?}");
+    }
     // helm talks to it (no chart install here: that is tier 3's job).
     let helm_home = cluster.dir.join("helm-home");
     let mut helm = Command::new(&ctx.tools.helm);
@@ -353,10 +392,38 @@ fn run_cluster_checks(ctx: &Ctx, cluster: &KubeCluster) -> Result<String> {
     }
     let kinds = resources.lines().count().saturating_sub(1);
     Ok(format!(
-        "kubectl get ns, api-resources ({kinds} kinds), whoami (cert, token, SA token), helm list: {}",
+        "kubectl get ns, api-resources ({kinds} kinds), whoami (cert, token, SA token), CRD + object, helm list: {}",
         fmt_duration(start.elapsed())
     ))
 }
+
+const SMOKE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.smoke.wayguard.io
+spec:
+  group: smoke.wayguard.io
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+"#;
+
+const SMOKE_WIDGET: &str = r#"apiVersion: smoke.wayguard.io/v1
+kind: Widget
+metadata: {name: w1, namespace: default}
+spec: {size: 3}
+"#;
 
 /// Derive the go.mod/go.sum of both consumer modules from the Go module proxy and rewrite
 /// `xtask/src/tools/recipe.rs`.
