@@ -80,7 +80,7 @@ impl SnapshotCache {
     ///
     /// Resources equal (`PartialEq` on the typed message) to the previous snapshot's keep their
     /// version; new and changed ones, and every type that gained, changed or lost a resource, get
-    /// a fresh version. New and changed resources are encoded here, once. If nothing changed, the
+    /// a fresh version. If nothing changed, the
     /// previous snapshot stays and no client is notified.
     ///
     /// A type present before and absent now is kept as an empty type, so wildcard clients are
@@ -232,8 +232,6 @@ fn diff(
                 Some(prev) => prev.clone(),
                 None => {
                     changed = true;
-                    // Encode once, here, outside any connection's hot path.
-                    resource.as_any();
                     VersionedResource {
                         version,
                         resource: Arc::new(resource),
@@ -271,6 +269,11 @@ impl SnapshotWatch {
     /// The current snapshot, marking it seen.
     pub fn current(&mut self) -> Option<Arc<Snapshot>> {
         self.rx.borrow_and_update().clone()
+    }
+
+    /// Whether a change arrived since the last [`Self::current`] or [`Self::changed`].
+    pub fn has_changed(&self) -> bool {
+        self.rx.has_changed().unwrap_or(false)
     }
 
     /// Waits until the key's snapshot changes (or is removed), then returns the new value.

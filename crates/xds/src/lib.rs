@@ -24,6 +24,7 @@
 //! ```
 
 mod cache;
+mod canonical;
 mod common;
 mod delta;
 mod error;
@@ -39,6 +40,7 @@ mod version;
 #[cfg(test)]
 mod test_util;
 
+pub use canonical::register_any_type;
 pub use cache::{SetOutcome, SnapshotCache, SnapshotWatch};
 pub use delta::DeltaConnection;
 pub use error::{AckWaitError, CacheError, ConnectionError, ServeError};

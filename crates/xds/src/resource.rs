@@ -7,7 +7,7 @@
 use std::{
     any::Any as StdAny,
     fmt,
-    sync::{Arc, OnceLock},
+    sync::Arc,
 };
 
 use envoy_types::pb::{
@@ -72,9 +72,9 @@ pub mod type_url {
 /// An Envoy message that can live in a snapshot: any `prost` message with a type name.
 ///
 /// Blanket-implemented; callers never implement it.
-pub trait XdsMessage: prost::Message + prost::Name + PartialEq + fmt::Debug + Send + Sync + 'static {}
+pub trait XdsMessage: prost::Message + prost::Name + Default + PartialEq + fmt::Debug + Send + Sync + 'static {}
 
-impl<T: prost::Message + prost::Name + PartialEq + fmt::Debug + Send + Sync + 'static> XdsMessage for T {}
+impl<T: prost::Message + prost::Name + Default + PartialEq + fmt::Debug + Send + Sync + 'static> XdsMessage for T {}
 
 /// Envoy messages that carry their own resource name (the name xDS subscriptions use).
 pub trait NamedResource: XdsMessage {
@@ -122,8 +122,6 @@ impl NamedResource for TypedExtensionConfig {
 trait DynMessage: Send + Sync + 'static {
     fn as_any(&self) -> &dyn StdAny;
     fn dyn_eq(&self, other: &dyn DynMessage) -> bool;
-    fn encode(&self) -> Vec<u8>;
-    fn encoded_len(&self) -> usize;
     fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
 }
 
@@ -136,14 +134,6 @@ impl<T: XdsMessage> DynMessage for T {
         other.as_any().downcast_ref::<T>() == Some(self)
     }
 
-    fn encode(&self) -> Vec<u8> {
-        prost::Message::encode_to_vec(self)
-    }
-
-    fn encoded_len(&self) -> usize {
-        prost::Message::encoded_len(self)
-    }
-
     fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
@@ -151,26 +141,37 @@ impl<T: XdsMessage> DynMessage for T {
 
 /// One named xDS resource of any Envoy message type.
 ///
-/// The encoded `Any` is computed at most once (on first use, or eagerly by
-/// [`SnapshotCache::set`](crate::SnapshotCache::set) for new and changed resources) and shared by
-/// every connection through the `Arc<Resource>` a snapshot holds.
+/// The encoded `Any` is computed once, when the resource is built, and shared by every connection
+/// through the `Arc<Resource>` a snapshot holds.
 pub struct Resource {
     name: String,
     type_url: Arc<str>,
     message: Box<dyn DynMessage>,
-    encoded: OnceLock<Any>,
+    encoded: Any,
 }
 
 // === impl Resource ===
 
 impl Resource {
     /// Wraps `message` under an explicit resource `name`.
+    ///
+    /// Nested `Any` payloads are rewritten into canonical form (see [`register_any_type`]) so
+    /// that equal configurations compare equal even though prost encodes maps in random order.
+    /// The encoding is computed here and cached.
+    ///
+    /// [`register_any_type`]: crate::register_any_type
     pub fn new<T: XdsMessage>(name: impl Into<String>, message: T) -> Self {
+        let type_url: Arc<str> = T::type_url().into();
+        let (message, bytes) = crate::canonical::normalize(message);
+        let encoded = Any {
+            type_url: type_url.to_string(),
+            value: bytes,
+        };
         Self {
             name: name.into(),
-            type_url: T::type_url().into(),
+            type_url,
             message: Box::new(message),
-            encoded: OnceLock::new(),
+            encoded,
         }
     }
 
@@ -201,25 +202,14 @@ impl Resource {
         self.type_url == other.type_url && self.name == other.name && self.message.dyn_eq(&*other.message)
     }
 
-    /// The encoded `Any` (encoded on first call, then cached).
+    /// The encoded `Any` (cached).
     pub fn as_any(&self) -> &Any {
-        self.encoded.get_or_init(|| Any {
-            type_url: self.type_url.to_string(),
-            value: self.message.encode(),
-        })
+        &self.encoded
     }
 
-    /// Whether the `Any` encoding has already been computed.
-    pub fn is_encoded(&self) -> bool {
-        self.encoded.get().is_some()
-    }
-
-    /// Size of the encoded message in bytes (without computing the cached encoding).
+    /// Size of the encoded message in bytes.
     pub fn encoded_len(&self) -> usize {
-        match self.encoded.get() {
-            Some(any) => any.value.len(),
-            None => self.message.encoded_len(),
-        }
+        self.encoded.value.len()
     }
 }
 
@@ -286,14 +276,12 @@ mod tests {
         );
         assert_eq!(a, b);
         assert_ne!(a, listener);
-        assert!(!a.is_encoded());
         let any = a.as_any();
         assert_eq!(any.type_url, type_url::CLUSTER);
         assert_eq!(
             Cluster::decode(any.value.as_slice()).ok().as_ref(),
             a.downcast_ref::<Cluster>()
         );
-        assert!(a.is_encoded());
         assert!(a.downcast_ref::<Listener>().is_none());
     }
 
