@@ -21,6 +21,30 @@
 //! The scheduling logic is sans-I/O (the `schedule` module, driven with explicit instants);
 //! all time comes from `tokio::time`, so tests run on a paused clock.
 //!
+//! # Design notes
+//!
+//! - **Validation drops, it does not strip.** A JWK carrying private members (`d`, `p`, `q`,
+//!   `dp`, `dq`, `qi`, `oth`) or a symmetric `k` is dropped whole: its secret is world-readable
+//!   at the URL, so tokens signed with it could be forged. Other keys of the same set stay
+//!   usable; the drop is logged and listed in [`EntryInfo::dropped_keys`]. A set with no usable
+//!   key left is rejected. Unsupported key types and curves are dropped the same way. `use` is
+//!   kept but not enforced (Envoy does not either).
+//! - **Normalized output.** Only `kty`, `kid`, `alg`, `use` and the public parameters are
+//!   inlined, keys sorted by `kid` then full JSON, duplicates removed. Equal sets normalize to
+//!   equal strings, so translation output is stable and reordering never triggers a push.
+//! - **Per-entry schedules.** Each entry has its own next-fetch instant and failure count;
+//!   there is no global ticker (istiod's global backoff let one bad URI slow all others,
+//!   istio #51636). A failed first fetch is retried on the same backoff (1m, 2m, ...), and
+//!   [`JwksResolver::request_refresh`] can cut the wait short.
+//! - **Discovery every time.** Entries without a URI redo OIDC discovery on every refresh
+//!   (like istiod), so a changed `jwks_uri` is followed.
+//! - **Proxies.** reqwest honours `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` by default
+//!   (so does istiod), and [`HttpConfig::use_env_proxy`] keeps that default. Through a proxy
+//!   the proxy resolves host names, so only the pre-connection checks (literal IPs, metadata
+//!   host names) apply; block metadata ranges at the proxy as well.
+//! - **No jitter.** Refreshes are not jittered; entries are naturally spread by when they were
+//!   first looked up.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), wayguard_jwks::BuildError> {
 //! use wayguard_jwks::{JwksResolver, Metrics, ResolverConfig};

@@ -153,7 +153,8 @@ pub(crate) struct Scheduler {
 // === impl Scheduler ===
 
 impl Scheduler {
-    pub(crate) fn new(config: ScheduleConfig) -> Self {
+    pub(crate) fn new(mut config: ScheduleConfig) -> Self {
+        config.max_concurrent_fetches = config.max_concurrent_fetches.max(1);
         Self {
             config,
             entries: BTreeMap::new(),
