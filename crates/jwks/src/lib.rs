@@ -59,6 +59,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod fallback;
 mod fetch;
