@@ -1,7 +1,7 @@
 //! Prometheus metrics of the xDS server (injected, never global: STYLE rule 9).
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
@@ -14,16 +14,10 @@ pub(crate) struct TypeLabels {
     r#type: String,
 }
 
-/// Label set carrying the ADS mode.
+/// Label set carrying the ADS mode (`sotw` or `delta`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ModeLabels {
-    mode: ModeLabel,
-}
-
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-enum ModeLabel {
-    Sotw,
-    Delta,
+    mode: &'static str,
 }
 
 /// The xDS server's metrics. Clones share the same series.
@@ -96,8 +90,8 @@ impl Metrics {
 
     pub(crate) fn connected(&self, mode: Mode) -> Gauge {
         let mode = match mode {
-            Mode::Sotw => ModeLabel::Sotw,
-            Mode::Delta => ModeLabel::Delta,
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
         };
         self.connected.get_or_create(&ModeLabels { mode }).clone()
     }

@@ -433,3 +433,7 @@ impl<P: Protocol> Stream<P> {
         true
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
