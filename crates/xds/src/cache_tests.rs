@@ -35,13 +35,30 @@ fn equal_content_set_does_not_notify() {
 #[test]
 fn changed_resources_get_new_versions_and_unchanged_keep_theirs() {
     let cache = mk_cache();
-    let one = set(&cache, vec![mk_cluster("a", 0), mk_cluster("b", 0), mk_listener("l", "x")]);
-    let two = set(&cache, vec![mk_cluster("a", 0), mk_cluster("b", 1), mk_listener("l", "x")]);
+    let one = set(
+        &cache,
+        vec![
+            mk_cluster("a", 0),
+            mk_cluster("b", 0),
+            mk_listener("l", "x"),
+        ],
+    );
+    let two = set(
+        &cache,
+        vec![
+            mk_cluster("a", 0),
+            mk_cluster("b", 1),
+            mk_listener("l", "x"),
+        ],
+    );
     assert!(two.version() > one.version());
 
     let a1 = one.get(type_url::CLUSTER, "a").expect("a");
     let a2 = two.get(type_url::CLUSTER, "a").expect("a");
-    assert!(Arc::ptr_eq(&a1.resource, &a2.resource), "unchanged resource keeps its Arc");
+    assert!(
+        Arc::ptr_eq(&a1.resource, &a2.resource),
+        "unchanged resource keeps its Arc"
+    );
     assert_eq!(a1.version, a2.version);
     let b2 = two.get(type_url::CLUSTER, "b").expect("b");
     assert_eq!(b2.version, two.version());
@@ -64,7 +81,12 @@ fn a_vanished_type_becomes_empty_with_a_new_version() {
     assert!(listeners.is_empty());
     assert!(listeners.version() > one.type_version(type_url::LISTENER));
     // Setting the same (empty) content again is a no-op.
-    assert!(!cache.set(GW, vec![mk_cluster("a", 0)]).expect("set").changed);
+    assert!(
+        !cache
+            .set(GW, vec![mk_cluster("a", 0)])
+            .expect("set")
+            .changed
+    );
 }
 
 #[test]
@@ -81,8 +103,14 @@ fn duplicate_names_are_rejected() {
 fn a_restarted_cache_never_reuses_versions() {
     let before = SnapshotCache::with_clock(VersionClock::with_epoch(10));
     let after = SnapshotCache::with_clock(VersionClock::with_epoch(11));
-    let v1 = before.set(GW, vec![mk_cluster("a", 0)]).expect("set").version;
-    let v2 = after.set(GW, vec![mk_cluster("a", 1)]).expect("set").version;
+    let v1 = before
+        .set(GW, vec![mk_cluster("a", 0)])
+        .expect("set")
+        .version;
+    let v2 = after
+        .set(GW, vec![mk_cluster("a", 1)])
+        .expect("set")
+        .version;
     assert_ne!(v1.to_string(), v2.to_string());
     assert!(v2 > v1);
 }

@@ -228,7 +228,9 @@ fn any_type_url<'f>(fields: &'f [Field<'_>]) -> Option<&'f [u8]> {
     let mut type_url = None;
     for field in fields {
         match (field.number, &field.value) {
-            (1, Value::Bytes { raw, .. }) if type_url.is_none() && raw.starts_with(TYPE_URL_PREFIX) => {
+            (1, Value::Bytes { raw, .. })
+                if type_url.is_none() && raw.starts_with(TYPE_URL_PREFIX) =>
+            {
                 type_url = Some(&raw[..]);
             }
             (2, Value::Bytes { .. }) => {}
@@ -266,7 +268,8 @@ fn canonicalize_anys(fields: &mut [Field<'_>], depth: usize) -> bool {
 /// Key of a map entry (`key` = 1, `value` = 2, key first), or `None` if `value` is not one.
 fn map_entry_key(value: &Value<'_>) -> Option<Vec<u8>> {
     let Value::Bytes {
-        message: Some(entry), ..
+        message: Some(entry),
+        ..
     } = value
     else {
         return None;
@@ -315,8 +318,17 @@ fn payload_snapshot(payload: &[Field<'_>], start: usize, end: usize) -> (Vec<u8>
     (write(&payload[..start]), write(&payload[end..]))
 }
 
-fn try_sort_run(run: &mut [Field<'_>], eq: EqFn, original: &[u8], (prefix, suffix): (Vec<u8>, Vec<u8>)) -> bool {
-    let Some(keys) = run.iter().map(|f| map_entry_key(&f.value)).collect::<Option<Vec<_>>>() else {
+fn try_sort_run(
+    run: &mut [Field<'_>],
+    eq: EqFn,
+    original: &[u8],
+    (prefix, suffix): (Vec<u8>, Vec<u8>),
+) -> bool {
+    let Some(keys) = run
+        .iter()
+        .map(|f| map_entry_key(&f.value))
+        .collect::<Option<Vec<_>>>()
+    else {
         return false;
     };
     let mut order: Vec<usize> = (0..run.len()).collect();

@@ -6,7 +6,9 @@ use envoy_types::pb::envoy::{
             rbac::v3::Rbac,
             router::v3::Router,
         },
-        network::http_connection_manager::v3::{HttpConnectionManager, HttpFilter, http_filter::ConfigType},
+        network::http_connection_manager::v3::{
+            HttpConnectionManager, HttpFilter, http_filter::ConfigType,
+        },
     },
 };
 use envoy_types::util::pack_any;
@@ -90,7 +92,10 @@ fn raw_listeners_with_equal_jwt_configs_usually_differ() {
     let differing = (0..20)
         .filter(|_| mk_hcm_listener(mk_jwt(8), false) != mk_hcm_listener(mk_jwt(8), false))
         .count();
-    assert!(differing > 0, "expected prost to encode HashMaps in varying order");
+    assert!(
+        differing > 0,
+        "expected prost to encode HashMaps in varying order"
+    );
 }
 
 #[test]
@@ -111,7 +116,8 @@ fn order_significant_repeated_fields_are_kept() {
 
     // claim_to_headers (map-entry shaped, but repeated) keeps its order inside the payload.
     let listener = a.downcast_ref::<Listener>().expect("listener");
-    let Some(FilterConfig::TypedConfig(any)) = &listener.filter_chains[0].filters[0].config_type else {
+    let Some(FilterConfig::TypedConfig(any)) = &listener.filter_chains[0].filters[0].config_type
+    else {
         panic!("no hcm");
     };
     let hcm = <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()).expect("hcm");
@@ -120,7 +126,10 @@ fn order_significant_repeated_fields_are_kept() {
     };
     let jwt = <JwtAuthentication as prost::Message>::decode(any.value.as_slice()).expect("jwt");
     assert_eq!(jwt, mk_jwt(3), "content survives normalization");
-    assert_eq!(jwt.providers["provider-0"].claim_to_headers[0].claim_name, "z");
+    assert_eq!(
+        jwt.providers["provider-0"].claim_to_headers[0].claim_name,
+        "z"
+    );
 }
 
 #[test]

@@ -92,7 +92,12 @@ impl ConnCore {
     /// Records the ACK (`error` is `None`) or NACK of the current response of `type_url`.
     /// `acked_version` is the version the client reports as applied (SotW), or `None` for Delta,
     /// where an ACK applies the version that was sent.
-    pub(crate) fn on_reply(&mut self, type_url: &str, acked_version: Option<&str>, error: Option<&RpcStatus>) {
+    pub(crate) fn on_reply(
+        &mut self,
+        type_url: &str,
+        acked_version: Option<&str>,
+        error: Option<&RpcStatus>,
+    ) {
         let Some(sent) = self.sent.get_mut(type_url) else {
             return;
         };
@@ -103,7 +108,10 @@ impl ConnCore {
         let elapsed = sent.at.elapsed();
         let acked_version = acked_version.unwrap_or(&rejected_version).to_owned();
         let handle = &self.handle;
-        handle.update(|s| self.sync.on_reply(&mut s.sync, type_url, &nonce, error.is_some()));
+        handle.update(|s| {
+            self.sync
+                .on_reply(&mut s.sync, type_url, &nonce, error.is_some())
+        });
         match error {
             Some(error) => {
                 self.metrics.nacked(type_url);
@@ -124,7 +132,9 @@ impl ConnCore {
                         message: error.message.clone(),
                         at_unix_ms: unix_ms_now(),
                     });
-                    if !acked_version.is_empty() && acked_version != t.last_nack.as_ref().map_or("", |n| n.version.as_str()) {
+                    if !acked_version.is_empty()
+                        && acked_version != t.last_nack.as_ref().map_or("", |n| n.version.as_str())
+                    {
                         t.last_acked_version = Some(acked_version.clone());
                     }
                 });
@@ -160,12 +170,16 @@ impl ConnCore {
     }
 
     /// A new snapshot was processed and produced responses `(type URL, nonce)`.
-    pub(crate) fn on_snapshot_done<'a>(&mut self, responses: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    pub(crate) fn on_snapshot_done<'a>(
+        &mut self,
+        responses: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
         let Some(version) = self.snapshot.as_ref().map(|s| s.version()) else {
             return;
         };
         let sync = &mut self.sync;
-        self.handle.update(|s| sync.on_snapshot(&mut s.sync, version, responses));
+        self.handle
+            .update(|s| sync.on_snapshot(&mut s.sync, version, responses));
     }
 
     /// Wakes registry waiters after a batch of updates.

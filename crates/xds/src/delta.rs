@@ -79,7 +79,8 @@ impl DeltaConnection {
         let first = !self.types.contains_key(type_url);
         match self.core.reply_kind(type_url, &request.response_nonce) {
             Reply::Current if !request.response_nonce.is_empty() => {
-                self.core.on_reply(type_url, None, request.error_detail.as_ref());
+                self.core
+                    .on_reply(type_url, None, request.error_detail.as_ref());
             }
             Reply::Stale if !request.response_nonce.is_empty() => {
                 tracing::debug!(r#type = type_url::short_name(type_url), nonce = %request.response_nonce, "stale nonce: ignoring ACK/NACK, applying subscription changes");
@@ -128,7 +129,9 @@ impl DeltaConnection {
         let diffs: Vec<Diff> = order
             .iter()
             .map(|t| self.diff(&snapshot, t))
-            .filter(|d| !d.upserts.is_empty() || !d.removals.is_empty() || self.types[&d.type_url].owed)
+            .filter(|d| {
+                !d.upserts.is_empty() || !d.removals.is_empty() || self.types[&d.type_url].owed
+            })
             .collect();
 
         let mut responses = Vec::new();
@@ -165,8 +168,11 @@ impl DeltaConnection {
             }
         }
 
-        self.core
-            .on_snapshot_done(responses.iter().map(|r| (r.type_url.as_str(), r.nonce.as_str())));
+        self.core.on_snapshot_done(
+            responses
+                .iter()
+                .map(|r| (r.type_url.as_str(), r.nonce.as_str())),
+        );
         self.core.notify();
         responses
     }
@@ -189,7 +195,9 @@ impl DeltaConnection {
             }
         };
         match resources {
-            Some(resources) if state.names.is_wildcard() => resources.resources().values().for_each(&mut consider),
+            Some(resources) if state.names.is_wildcard() => {
+                resources.resources().values().for_each(&mut consider)
+            }
             Some(resources) => state
                 .names
                 .explicit()
@@ -209,7 +217,12 @@ impl DeltaConnection {
 
     /// Builds the response for `diff` (None when there is nothing to say). `owed_ok` lets an owed
     /// initial response go out empty.
-    fn respond(&mut self, snapshot: &Snapshot, diff: Diff, owed_ok: bool) -> Option<DeltaDiscoveryResponse> {
+    fn respond(
+        &mut self,
+        snapshot: &Snapshot,
+        diff: Diff,
+        owed_ok: bool,
+    ) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(&diff.type_url)?;
         let owed = owed_ok && state.owed;
         if diff.upserts.is_empty() && diff.removals.is_empty() && !owed {

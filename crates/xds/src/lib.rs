@@ -23,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod cache;
 mod canonical;
 mod common;
@@ -40,18 +42,19 @@ mod version;
 #[cfg(test)]
 mod test_util;
 
-pub use canonical::register_any_type;
 pub use cache::{SetOutcome, SnapshotCache, SnapshotWatch};
+pub use canonical::register_any_type;
 pub use delta::DeltaConnection;
 pub use error::{AckWaitError, CacheError, ConnectionError, ServeError};
 pub use metrics::Metrics;
 pub use registry::{
-    ConnectionHandle, ConnectionId, ConnectionRegistry, ConnectionStatus, Mode, NackStatus, SyncState,
-    TypeStatus,
+    ConnectionHandle, ConnectionId, ConnectionRegistry, ConnectionStatus, Mode, NackStatus,
+    SyncState, TypeStatus,
 };
 pub use resource::{NamedResource, Resource, XdsMessage, type_url};
 pub use server::{
-    AdsService, DEFAULT_MAX_MESSAGE_SIZE, GATEWAY_METADATA_KEY, GatewayMetadataKey, NodeKey, XdsServer,
+    AdsService, DEFAULT_MAX_MESSAGE_SIZE, GATEWAY_METADATA_KEY, GatewayMetadataKey, NodeKey,
+    XdsServer,
 };
 pub use snapshot::{Snapshot, TypeResources, VersionedResource};
 pub use sotw::SotwConnection;

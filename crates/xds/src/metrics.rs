@@ -35,7 +35,9 @@ pub struct Metrics {
 
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s, doubling.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 20))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 20,
+    ))
 }
 
 impl Default for Metrics {
@@ -66,7 +68,11 @@ impl Metrics {
             "Discovery responses written, by resource type",
             metrics.pushes.clone(),
         );
-        registry.register("nacks", "NACKs received, by resource type", metrics.nacks.clone());
+        registry.register(
+            "nacks",
+            "NACKs received, by resource type",
+            metrics.nacks.clone(),
+        );
         registry.register_with_unit(
             "push_latency",
             "Time from a snapshot being set to the response being written, by resource type",
@@ -96,12 +102,19 @@ impl Metrics {
         self.connected.get_or_create(&ModeLabels { mode }).clone()
     }
 
-    pub(crate) fn pushed(&self, type_url: &str, bytes: usize, since_snapshot: Option<std::time::Duration>) {
+    pub(crate) fn pushed(
+        &self,
+        type_url: &str,
+        bytes: usize,
+        since_snapshot: Option<std::time::Duration>,
+    ) {
         let labels = labels(type_url);
         self.pushes.get_or_create(&labels).inc();
         self.bytes_sent.get_or_create(&labels).inc_by(bytes as u64);
         if let Some(latency) = since_snapshot {
-            self.push_latency.get_or_create(&labels).observe(latency.as_secs_f64());
+            self.push_latency
+                .get_or_create(&labels)
+                .observe(latency.as_secs_f64());
         }
     }
 

@@ -60,7 +60,8 @@ impl Names {
             }
             next
         };
-        let grew = (next.wildcard && !self.wildcard) || next.names.difference(&self.names).next().is_some();
+        let grew = (next.wildcard && !self.wildcard)
+            || next.names.difference(&self.names).next().is_some();
         *self = next;
         grew || first
     }
@@ -198,25 +199,40 @@ mod tests {
     #[test]
     fn delta_wildcard_rules() {
         let mut lds = Names::default();
-        assert_eq!(lds.apply_delta(type_url::LISTENER, true, &[], &[]), (vec![], true));
+        assert_eq!(
+            lds.apply_delta(type_url::LISTENER, true, &[], &[]),
+            (vec![], true)
+        );
         assert!(lds.contains("anything"));
-        assert_eq!(lds.apply_delta(type_url::LISTENER, false, &[], &[]), (vec![], false));
+        assert_eq!(
+            lds.apply_delta(type_url::LISTENER, false, &[], &[]),
+            (vec![], false)
+        );
         assert!(lds.is_wildcard());
 
         let mut cds = Names::default();
         cds.apply_delta(type_url::CLUSTER, true, &[], &[]);
-        assert_eq!(cds.apply_delta(type_url::CLUSTER, false, &s(&["a"]), &[]), (s(&["a"]), false));
+        assert_eq!(
+            cds.apply_delta(type_url::CLUSTER, false, &s(&["a"]), &[]),
+            (s(&["a"]), false)
+        );
         assert!(!cds.is_wildcard(), "a name without * ends legacy wildcard");
 
         let mut mixed = Names::default();
-        assert_eq!(mixed.apply_delta(type_url::CLUSTER, true, &s(&["*", "a"]), &[]), (s(&["a"]), true));
+        assert_eq!(
+            mixed.apply_delta(type_url::CLUSTER, true, &s(&["*", "a"]), &[]),
+            (s(&["a"]), true)
+        );
         mixed.apply_delta(type_url::CLUSTER, false, &[], &s(&["*"]));
         assert!(!mixed.is_wildcard());
         assert!(mixed.contains("a"));
         assert!(!mixed.contains("b"));
 
         let mut eds = Names::default();
-        assert_eq!(eds.apply_delta(type_url::ENDPOINT, true, &[], &[]), (vec![], false));
+        assert_eq!(
+            eds.apply_delta(type_url::ENDPOINT, true, &[], &[]),
+            (vec![], false)
+        );
         assert!(!eds.contains("a"));
     }
 }

@@ -127,7 +127,12 @@ pub(crate) fn unix_ms_now() -> u64 {
 
 impl ConnectionStatus {
     /// A fresh status for a connection that just identified itself.
-    pub fn new(node_id: impl Into<String>, node_cluster: impl Into<String>, gateway: impl Into<String>, mode: Mode) -> Self {
+    pub fn new(
+        node_id: impl Into<String>,
+        node_cluster: impl Into<String>,
+        gateway: impl Into<String>,
+        mode: Mode,
+    ) -> Self {
         Self {
             id: 0,
             node_id: node_id.into(),
@@ -194,7 +199,12 @@ impl ConnectionRegistry {
     /// Waits until at least `min_clients` connections serve `gateway` and every one of them has
     /// ACKed snapshot `version` or later. Returns the number of such clients. Fails as soon as one
     /// of them NACKs `version` or a later one. Wrap it in `tokio::time::timeout`.
-    pub async fn wait_acked(&self, gateway: &str, version: Version, min_clients: usize) -> Result<usize, AckWaitError> {
+    pub async fn wait_acked(
+        &self,
+        gateway: &str,
+        version: Version,
+        min_clients: usize,
+    ) -> Result<usize, AckWaitError> {
         let mut changed = self.inner.changed.subscribe();
         loop {
             changed.borrow_and_update();
@@ -221,7 +231,12 @@ impl ConnectionRegistry {
         }
     }
 
-    fn check_acked(&self, gateway: &str, version: Version, min_clients: usize) -> Result<Option<usize>, AckWaitError> {
+    fn check_acked(
+        &self,
+        gateway: &str,
+        version: Version,
+        min_clients: usize,
+    ) -> Result<Option<usize>, AckWaitError> {
         let clients = self.connections_for(gateway);
         let mut done = 0;
         for client in &clients {
@@ -335,7 +350,13 @@ impl SyncTracker {
     }
 
     /// The client answered `nonce` for `type_url`.
-    pub(crate) fn on_reply(&mut self, state: &mut SyncState, type_url: &str, nonce: &str, nack: bool) {
+    pub(crate) fn on_reply(
+        &mut self,
+        state: &mut SyncState,
+        type_url: &str,
+        nonce: &str,
+        nack: bool,
+    ) {
         if self.pending.get(type_url).is_some_and(|n| n == nonce) {
             self.pending.remove(type_url);
             if nack {

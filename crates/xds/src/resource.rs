@@ -4,17 +4,14 @@
 //! encoded `Any` form. Equality is typed (`PartialEq` through an `Any` downcast), never on bytes:
 //! envoy-types map fields are `HashMap`s, so two equal messages may encode differently.
 
-use std::{
-    any::Any as StdAny,
-    fmt,
-    sync::Arc,
-};
+use std::{any::Any as StdAny, fmt, sync::Arc};
 
 use envoy_types::pb::{
     envoy::{
         config::{
-            cluster::v3::Cluster, core::v3::TypedExtensionConfig, endpoint::v3::ClusterLoadAssignment,
-            listener::v3::Listener, route::v3::RouteConfiguration,
+            cluster::v3::Cluster, core::v3::TypedExtensionConfig,
+            endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+            route::v3::RouteConfiguration,
         },
         extensions::transport_sockets::tls::v3::Secret,
     },
@@ -34,12 +31,14 @@ pub mod type_url {
     /// `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
     /// `envoy.config.core.v3.TypedExtensionConfig` (ECDS).
-    pub const EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+    pub const EXTENSION_CONFIG: &str =
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 
     /// Warming order: a type earlier in this list is pushed before a later one when several change
     /// at once. Clusters before their endpoints, secrets and extension configs before the listeners
     /// that need them, listeners before their routes. Unknown types go last, by URL.
-    pub const WARMING_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, SECRET, EXTENSION_CONFIG, LISTENER, ROUTE];
+    pub const WARMING_ORDER: [&str; 6] =
+        [CLUSTER, ENDPOINT, SECRET, EXTENSION_CONFIG, LISTENER, ROUTE];
 
     /// Rank of `type_url` in [`WARMING_ORDER`] (unknown types rank last).
     pub fn warming_rank(type_url: &str) -> usize {
@@ -72,9 +71,15 @@ pub mod type_url {
 /// An Envoy message that can live in a snapshot: any `prost` message with a type name.
 ///
 /// Blanket-implemented; callers never implement it.
-pub trait XdsMessage: prost::Message + prost::Name + Default + PartialEq + fmt::Debug + Send + Sync + 'static {}
+pub trait XdsMessage:
+    prost::Message + prost::Name + Default + PartialEq + fmt::Debug + Send + Sync + 'static
+{
+}
 
-impl<T: prost::Message + prost::Name + Default + PartialEq + fmt::Debug + Send + Sync + 'static> XdsMessage for T {}
+impl<T: prost::Message + prost::Name + Default + PartialEq + fmt::Debug + Send + Sync + 'static>
+    XdsMessage for T
+{
+}
 
 /// Envoy messages that carry their own resource name (the name xDS subscriptions use).
 pub trait NamedResource: XdsMessage {
@@ -199,7 +204,9 @@ impl Resource {
 
     /// Typed equality: same type URL, same name and `==` messages. Never compares bytes.
     pub fn same_content(&self, other: &Resource) -> bool {
-        self.type_url == other.type_url && self.name == other.name && self.message.dyn_eq(&*other.message)
+        self.type_url == other.type_url
+            && self.name == other.name
+            && self.message.dyn_eq(&*other.message)
     }
 
     /// The encoded `Any` (cached).
@@ -287,9 +294,22 @@ mod tests {
 
     #[test]
     fn warming_order_and_short_names() {
-        let mut types = vec![type_url::ROUTE, type_url::LISTENER, "type.googleapis.com/x.Y", type_url::CLUSTER];
+        let mut types = vec![
+            type_url::ROUTE,
+            type_url::LISTENER,
+            "type.googleapis.com/x.Y",
+            type_url::CLUSTER,
+        ];
         types.sort_by_key(|t| type_url::warming_rank(t));
-        assert_eq!(types, [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE, "type.googleapis.com/x.Y"]);
+        assert_eq!(
+            types,
+            [
+                type_url::CLUSTER,
+                type_url::LISTENER,
+                type_url::ROUTE,
+                "type.googleapis.com/x.Y"
+            ]
+        );
         assert_eq!(type_url::short_name(type_url::ENDPOINT), "eds");
         assert_eq!(type_url::short_name("type.googleapis.com/x.Y"), "Y");
     }

@@ -7,19 +7,24 @@ use envoy_types::pb::{
         config::core::v3::Node,
         service::discovery::v3::{
             DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-            aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
+            aggregated_discovery_service_server::{
+                AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+            },
         },
     },
     google::protobuf::value::Kind,
 };
-use tokio::{net::TcpListener, sync::{mpsc, watch}};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::{
-    ConnectionRegistry, ConnectionStatus, DeltaConnection, Metrics, Mode, Snapshot, SnapshotCache, SnapshotWatch,
-    SotwConnection, error::ServeError,
+    ConnectionRegistry, ConnectionStatus, DeltaConnection, Metrics, Mode, Snapshot, SnapshotCache,
+    SnapshotWatch, SotwConnection, error::ServeError,
 };
 
 /// The node metadata field naming the gateway an Envoy serves (`"namespace/name"`).
@@ -68,7 +73,9 @@ impl NodeKey for GatewayMetadataKey {
             .and_then(|v| v.kind.as_ref());
         match value {
             Some(Kind::StringValue(gateway)) => match gateway.split_once('/') {
-                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(gateway.clone()),
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Ok(gateway.clone())
+                }
                 _ => Err(Status::invalid_argument(format!(
                     "node {:?}: metadata {GATEWAY_METADATA_KEY:?} is {gateway:?}, expected \"<namespace>/<name>\"; {HINT}",
                     node.id
@@ -108,7 +115,9 @@ pub struct XdsServer {
 
 impl std::fmt::Debug for AdsService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdsService").field("connections", &self.registry.len()).finish_non_exhaustive()
+        f.debug_struct("AdsService")
+            .field("connections", &self.registry.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,7 +193,11 @@ impl XdsServer {
     }
 
     /// Binds `address` and serves until `shutdown` completes, then drains every stream.
-    pub async fn serve(self, address: SocketAddr, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        address: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ServeError::Bind { address, source })?;
@@ -253,17 +266,24 @@ impl AdsService {
             first = requests.message() => first?,
         };
         let Some(first) = first else {
-            return Err(Status::cancelled("the stream closed before its first request"));
+            return Err(Status::cancelled(
+                "the stream closed before its first request",
+            ));
         };
         let node = P::node(&first);
         let key = self.node_key.key(node).inspect_err(|status| {
             tracing::warn!(remote = ?remote, error = %status.message(), "rejected ADS stream");
         })?;
-        let (node_id, node_cluster) = node.map(|n| (n.id.clone(), n.cluster.clone())).unwrap_or_default();
+        let (node_id, node_cluster) = node
+            .map(|n| (n.id.clone(), n.cluster.clone()))
+            .unwrap_or_default();
         let span = tracing::info_span!("ads", mode = ?P::MODE, node_id = %node_id, gateway = %key);
-        let handle = self
-            .registry
-            .register(ConnectionStatus::new(node_id, node_cluster, key.clone(), P::MODE));
+        let handle = self.registry.register(ConnectionStatus::new(
+            node_id,
+            node_cluster,
+            key.clone(),
+            P::MODE,
+        ));
         let connection = P::new(handle, self.metrics.clone());
         let watch = self.cache.watch(&key);
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
@@ -295,7 +315,10 @@ trait Protocol: Send + Sized + 'static {
     fn new(handle: crate::ConnectionHandle, metrics: Metrics) -> Self;
     fn node(request: &Self::Request) -> Option<&Node>;
     fn type_url(response: &Self::Response) -> &str;
-    fn on_request(&mut self, request: Self::Request) -> Result<Vec<Self::Response>, crate::ConnectionError>;
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> Result<Vec<Self::Response>, crate::ConnectionError>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
 }
 
@@ -312,7 +335,10 @@ impl Protocol for SotwConnection {
     fn type_url(response: &Self::Response) -> &str {
         &response.type_url
     }
-    fn on_request(&mut self, request: Self::Request) -> Result<Vec<Self::Response>, crate::ConnectionError> {
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> Result<Vec<Self::Response>, crate::ConnectionError> {
         self.handle_request(request)
     }
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response> {
@@ -333,7 +359,10 @@ impl Protocol for DeltaConnection {
     fn type_url(response: &Self::Response) -> &str {
         &response.type_url
     }
-    fn on_request(&mut self, request: Self::Request) -> Result<Vec<Self::Response>, crate::ConnectionError> {
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> Result<Vec<Self::Response>, crate::ConnectionError> {
         self.handle_request(request)
     }
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response> {
@@ -428,7 +457,11 @@ impl<P: Protocol> Stream<P> {
             }
             let latency = snapshot.map(|s| s.created_at().elapsed());
             self.metrics.pushed(&type_url, bytes, latency);
-            tracing::debug!(r#type = crate::type_url::short_name(&type_url), bytes, "sent");
+            tracing::debug!(
+                r#type = crate::type_url::short_name(&type_url),
+                bytes,
+                "sent"
+            );
         }
         true
     }

@@ -49,10 +49,17 @@ impl Harness {
             .max_decoding_message_size(DEFAULT_MAX_MESSAGE_SIZE)
     }
 
-    async fn sotw(&self, first: DiscoveryRequest) -> Result<Client<DiscoveryRequest, DiscoveryResponse>, Status> {
+    async fn sotw(
+        &self,
+        first: DiscoveryRequest,
+    ) -> Result<Client<DiscoveryRequest, DiscoveryResponse>, Status> {
         let (tx, rx) = mpsc::channel(16);
         tx.send(first).await.expect("queue");
-        let responses = self.client().await.stream_aggregated_resources(ReceiverStream::new(rx)).await?;
+        let responses = self
+            .client()
+            .await
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await?;
         Ok(Client {
             tx,
             rx: responses.into_inner(),
@@ -65,7 +72,11 @@ impl Harness {
     ) -> Result<Client<DeltaDiscoveryRequest, DeltaDiscoveryResponse>, Status> {
         let (tx, rx) = mpsc::channel(16);
         tx.send(first).await.expect("queue");
-        let responses = self.client().await.delta_aggregated_resources(ReceiverStream::new(rx)).await?;
+        let responses = self
+            .client()
+            .await
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await?;
         Ok(Client {
             tx,
             rx: responses.into_inner(),
@@ -91,7 +102,9 @@ impl Harness {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        let result = tokio::time::timeout(DEADLINE, self.server).await.expect("server stops");
+        let result = tokio::time::timeout(DEADLINE, self.server)
+            .await
+            .expect("server stops");
         result.expect("join").expect("serve");
     }
 }
@@ -140,53 +153,94 @@ async fn sotw_connect_ack_update_nack_recover() {
     let h = Harness::start().await;
     let v1 = h.cache.set(GW, resources()).expect("set").version;
 
-    let mut envoy = h.sotw(with_node(sotw_req(CLUSTER, &[], "", ""))).await.expect("stream");
+    let mut envoy = h
+        .sotw(with_node(sotw_req(CLUSTER, &[], "", "")))
+        .await
+        .expect("stream");
     let cds = envoy.recv().await;
     assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(cds.resources.len(), 1);
-    envoy.send(sotw_req(CLUSTER, &[], &cds.version_info, &cds.nonce)).await;
+    envoy
+        .send(sotw_req(CLUSTER, &[], &cds.version_info, &cds.nonce))
+        .await;
     envoy.send(sotw_req(LISTENER, &[], "", "")).await;
     let lds = envoy.recv().await;
     assert_eq!(lds.type_url, LISTENER);
-    envoy.send(sotw_req(LISTENER, &[], &lds.version_info, &lds.nonce)).await;
+    envoy
+        .send(sotw_req(LISTENER, &[], &lds.version_info, &lds.nonce))
+        .await;
     assert_eq!(h.wait_acked(v1).await, Ok(1));
 
     // An update reaches the client; CDS is unchanged and not resent.
-    let v2 = h.cache.set(GW, vec![mk_cluster("c1", 0), mk_listener("l1", "two")]).expect("set").version;
+    let v2 = h
+        .cache
+        .set(GW, vec![mk_cluster("c1", 0), mk_listener("l1", "two")])
+        .expect("set")
+        .version;
     let lds2 = envoy.recv().await;
     assert_eq!(lds2.type_url, LISTENER);
-    envoy.send(sotw_req(LISTENER, &[], &lds2.version_info, &lds2.nonce)).await;
+    envoy
+        .send(sotw_req(LISTENER, &[], &lds2.version_info, &lds2.nonce))
+        .await;
     assert_eq!(h.wait_acked(v2).await, Ok(1));
     assert_eq!(h.metrics.pushes(CLUSTER), 1);
     assert_eq!(h.metrics.pushes(LISTENER), 2);
     assert!(h.metrics.bytes_sent(LISTENER) > 0);
 
     // A NACK is reported and recorded...
-    let v3 = h.cache.set(GW, vec![mk_cluster("c1", 0), mk_listener("l1", "bad")]).expect("set").version;
+    let v3 = h
+        .cache
+        .set(GW, vec![mk_cluster("c1", 0), mk_listener("l1", "bad")])
+        .expect("set")
+        .version;
     let bad = envoy.recv().await;
     envoy
-        .send(sotw_nack(LISTENER, &[], &lds2.version_info, &bad.nonce, "bad listener"))
+        .send(sotw_nack(
+            LISTENER,
+            &[],
+            &lds2.version_info,
+            &bad.nonce,
+            "bad listener",
+        ))
         .await;
     let err = h.wait_acked(v3).await.expect_err("nack");
-    assert!(matches!(&err, AckWaitError::Nacked { message, .. } if message == "bad listener"), "{err}");
+    assert!(
+        matches!(&err, AckWaitError::Nacked { message, .. } if message == "bad listener"),
+        "{err}"
+    );
     assert_eq!(h.metrics.nacks(LISTENER), 1);
     let status = &h.registry.connections_for(GW)[0];
-    assert_eq!(status.types[LISTENER].last_nack.as_ref().map(|n| n.message.as_str()), Some("bad listener"));
+    assert_eq!(
+        status.types[LISTENER]
+            .last_nack
+            .as_ref()
+            .map(|n| n.message.as_str()),
+        Some("bad listener")
+    );
 
     // ...and does not block the next good version.
-    let v4 = h.cache.set(GW, vec![mk_cluster("c1", 0), mk_listener("l1", "good")]).expect("set").version;
+    let v4 = h
+        .cache
+        .set(GW, vec![mk_cluster("c1", 0), mk_listener("l1", "good")])
+        .expect("set")
+        .version;
     let good = envoy.recv().await;
-    envoy.send(sotw_req(LISTENER, &[], &good.version_info, &good.nonce)).await;
+    envoy
+        .send(sotw_req(LISTENER, &[], &good.version_info, &good.nonce))
+        .await;
     assert_eq!(h.wait_acked(v4).await, Ok(1));
 
     // Reconnect: the CDS version Envoy has is current, so only LDS (stale version) is answered.
     drop(envoy);
-    h.eventually("old stream gone", |h| h.registry.is_empty()).await;
+    h.eventually("old stream gone", |h| h.registry.is_empty())
+        .await;
     let mut envoy = h
         .sotw(with_node(sotw_req(CLUSTER, &[], &cds.version_info, "")))
         .await
         .expect("stream");
-    envoy.send(sotw_req(LISTENER, &[], &lds.version_info, "")).await;
+    envoy
+        .send(sotw_req(LISTENER, &[], &lds.version_info, ""))
+        .await;
     let first = envoy.recv().await;
     assert_eq!(first.type_url, LISTENER, "up-to-date CDS is not resent");
     assert_eq!(first.version_info, good.version_info);
@@ -202,7 +256,10 @@ async fn sotw_connect_ack_update_nack_recover() {
 async fn delta_connect_update_reconnect() {
     let h = Harness::start().await;
     let v1 = h.cache.set(GW, resources()).expect("set").version;
-    let mut envoy = h.delta(delta_with_node(delta_req(CLUSTER, &[], &[], ""))).await.expect("stream");
+    let mut envoy = h
+        .delta(delta_with_node(delta_req(CLUSTER, &[], &[], "")))
+        .await
+        .expect("stream");
     let cds = envoy.recv().await;
     assert_eq!(cds.resources.len(), 1);
     envoy.send(delta_req(CLUSTER, &[], &[], &cds.nonce)).await;
@@ -215,7 +272,14 @@ async fn delta_connect_update_reconnect() {
     // Add a cluster, change the listener: only those go out, CDS first.
     let v2 = h
         .cache
-        .set(GW, vec![mk_cluster("c1", 0), mk_cluster("c2", 0), mk_listener("l1", "two")])
+        .set(
+            GW,
+            vec![
+                mk_cluster("c1", 0),
+                mk_cluster("c2", 0),
+                mk_listener("l1", "two"),
+            ],
+        )
         .expect("set")
         .version;
     let cds2 = envoy.recv().await;
@@ -229,9 +293,17 @@ async fn delta_connect_update_reconnect() {
 
     // Reconnect with what Envoy has; meanwhile c1 changed. Only c1 is sent.
     drop(envoy);
-    h.eventually("old stream gone", |h| h.registry.is_empty()).await;
+    h.eventually("old stream gone", |h| h.registry.is_empty())
+        .await;
     h.cache
-        .set(GW, vec![mk_cluster("c1", 1), mk_cluster("c2", 0), mk_listener("l1", "two")])
+        .set(
+            GW,
+            vec![
+                mk_cluster("c1", 1),
+                mk_cluster("c2", 0),
+                mk_listener("l1", "two"),
+            ],
+        )
         .expect("set");
     let mut reconnect = delta_with_node(delta_req(CLUSTER, &[], &[], ""));
     reconnect.initial_resource_versions = cds
@@ -242,7 +314,13 @@ async fn delta_connect_update_reconnect() {
         .collect();
     let mut envoy = h.delta(reconnect).await.expect("stream");
     let cds3 = envoy.recv().await;
-    assert_eq!(cds3.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["c1"]);
+    assert_eq!(
+        cds3.resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["c1"]
+    );
     h.shutdown().await;
 }
 
@@ -253,8 +331,16 @@ async fn a_node_without_gateway_metadata_is_rejected() {
     request.node = Some(mk_node(None));
     let status = h.sotw(request).await.err().expect("rejected");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains(GATEWAY_METADATA_KEY), "{}", status.message());
-    assert!(status.message().contains("wayguard bootstrap"), "{}", status.message());
+    assert!(
+        status.message().contains(GATEWAY_METADATA_KEY),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("wayguard bootstrap"),
+        "{}",
+        status.message()
+    );
 
     let mut request = delta_req(CLUSTER, &[], &[], "");
     request.node = Some(mk_node(Some("no-slash")));
@@ -269,9 +355,14 @@ async fn the_node_key_can_be_swapped() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let cache = mk_cache();
-    cache.set("by-cluster", vec![mk_cluster("c", 0)]).expect("set");
+    cache
+        .set("by-cluster", vec![mk_cluster("c", 0)])
+        .expect("set");
     let server = XdsServer::new(cache.clone(), Metrics::default())
-        .with_node_key(|node: Option<&Node>| node.map(|n| n.cluster.clone()).ok_or_else(|| Status::invalid_argument("no node")))
+        .with_node_key(|node: Option<&Node>| {
+            node.map(|n| n.cluster.clone())
+                .ok_or_else(|| Status::invalid_argument("no node"))
+        })
         .with_max_message_size(1024 * 1024);
     let drain_handle = server.service();
     let serving = tokio::spawn(server.serve_with_listener(listener, std::future::pending()));
@@ -304,17 +395,29 @@ async fn the_node_key_can_be_swapped() {
 async fn shutdown_drains_every_stream_cleanly() {
     let h = Harness::start().await;
     h.cache.set(GW, resources()).expect("set");
-    let mut sotw = h.sotw(with_node(sotw_req(CLUSTER, &[], "", ""))).await.expect("stream");
+    let mut sotw = h
+        .sotw(with_node(sotw_req(CLUSTER, &[], "", "")))
+        .await
+        .expect("stream");
     sotw.recv().await;
-    let mut delta = h.delta(delta_with_node(delta_req(CLUSTER, &[], &[], ""))).await.expect("stream");
+    let mut delta = h
+        .delta(delta_with_node(delta_req(CLUSTER, &[], &[], "")))
+        .await
+        .expect("stream");
     delta.recv().await;
     h.registry_has(2).await;
 
     let registry = h.registry.clone();
     let metrics = h.metrics.clone();
     let (sotw_end, delta_end, ()) = tokio::join!(sotw.closed(), delta.closed(), h.shutdown());
-    assert!(matches!(sotw_end, Ok(None)), "SotW stream ends with OK: {sotw_end:?}");
-    assert!(matches!(delta_end, Ok(None)), "Delta stream ends with OK: {delta_end:?}");
+    assert!(
+        matches!(sotw_end, Ok(None)),
+        "SotW stream ends with OK: {sotw_end:?}"
+    );
+    assert!(
+        matches!(delta_end, Ok(None)),
+        "Delta stream ends with OK: {delta_end:?}"
+    );
     assert!(registry.is_empty());
     assert_eq!(metrics.connected(Mode::Sotw).get(), 0);
 }

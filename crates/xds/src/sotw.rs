@@ -71,7 +71,10 @@ impl SotwConnection {
     /// A request whose nonce is not the latest response's is stale and ignored entirely (Envoy
     /// follows up with a current one). Otherwise it ACKs or NACKs (`error_detail`) the latest
     /// response and replaces the subscription; a grown subscription is answered with the full set.
-    pub fn handle_request(&mut self, request: DiscoveryRequest) -> Result<Vec<DiscoveryResponse>, ConnectionError> {
+    pub fn handle_request(
+        &mut self,
+        request: DiscoveryRequest,
+    ) -> Result<Vec<DiscoveryResponse>, ConnectionError> {
         if request.type_url.is_empty() {
             return Err(ConnectionError::MissingTypeUrl);
         }
@@ -83,14 +86,19 @@ impl SotwConnection {
                 return Ok(Vec::new());
             }
             Reply::Current => {
-                self.core
-                    .on_reply(type_url, Some(&request.version_info), request.error_detail.as_ref());
+                self.core.on_reply(
+                    type_url,
+                    Some(&request.version_info),
+                    request.error_detail.as_ref(),
+                );
             }
             Reply::Initial => {}
         }
 
         let state = self.types.entry(type_url.to_owned()).or_default();
-        let grew = state.names.apply_sotw(type_url, first, &request.resource_names);
+        let grew = state
+            .names
+            .apply_sotw(type_url, first, &request.resource_names);
         self.core.on_subscription(type_url, &state.names);
         // Forget resources the client unsubscribed from: it dropped them.
         let names = &state.names;
@@ -133,7 +141,12 @@ impl SotwConnection {
             let new = view(&snapshot, type_url, &state.names);
             let upserts: Vec<VersionedResource> = new
                 .values()
-                .filter(|e| state.sent.get(e.resource.name()).is_none_or(|s| s.version != e.version))
+                .filter(|e| {
+                    state
+                        .sent
+                        .get(e.resource.name())
+                        .is_none_or(|s| s.version != e.version)
+                })
                 .cloned()
                 .collect();
             let removals = state.sent.keys().any(|name| !new.contains_key(name));
@@ -150,14 +163,20 @@ impl SotwConnection {
         let mut responses = Vec::new();
         let mut deferred = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
-            let later_changes = plans[i + 1..].iter().any(|p| !p.upserts.is_empty() || p.full);
+            let later_changes = plans[i + 1..]
+                .iter()
+                .any(|p| !p.upserts.is_empty() || p.full);
             let new = view(&snapshot, &plan.type_url, &self.types[&plan.type_url].names);
             if !plan.full {
                 // Named subscription: send what changed; removal is not expressible in SotW.
                 let state = self.state_mut(&plan.type_url);
                 state.sent.retain(|name, _| new.contains_key(name));
                 if !plan.upserts.is_empty() {
-                    let upserts = plan.upserts.iter().map(|e| (e.resource.name().to_owned(), e.clone())).collect();
+                    let upserts = plan
+                        .upserts
+                        .iter()
+                        .map(|e| (e.resource.name().to_owned(), e.clone()))
+                        .collect();
                     responses.push(self.respond(&snapshot, &plan.type_url, upserts, true));
                 }
             } else if plan.removals && later_changes {
@@ -176,8 +195,11 @@ impl SotwConnection {
             responses.push(self.respond(&snapshot, type_url, entries, false));
         }
 
-        self.core
-            .on_snapshot_done(responses.iter().map(|r| (r.type_url.as_str(), r.nonce.as_str())));
+        self.core.on_snapshot_done(
+            responses
+                .iter()
+                .map(|r| (r.type_url.as_str(), r.nonce.as_str())),
+        );
         self.core.notify();
         responses
     }
@@ -216,7 +238,10 @@ impl SotwConnection {
         partial: bool,
     ) -> DiscoveryResponse {
         let nonce = self.core.next_nonce();
-        let resources = entries.values().map(|e| e.resource.as_any().clone()).collect();
+        let resources = entries
+            .values()
+            .map(|e| e.resource.as_any().clone())
+            .collect();
         let state = self.state_mut(type_url);
         if partial {
             state.sent.extend(entries);

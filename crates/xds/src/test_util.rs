@@ -5,8 +5,8 @@ use std::sync::Arc;
 use envoy_types::pb::{
     envoy::{
         config::{
-            cluster::v3::Cluster, core::v3::Node, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-            route::v3::RouteConfiguration,
+            cluster::v3::Cluster, core::v3::Node, endpoint::v3::ClusterLoadAssignment,
+            listener::v3::Listener, route::v3::RouteConfiguration,
         },
         service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
     },
@@ -16,7 +16,9 @@ use envoy_types::pb::{
     },
 };
 
-use crate::{ConnectionHandle, ConnectionStatus, Mode, Resource, Snapshot, SnapshotCache, VersionClock};
+use crate::{
+    ConnectionHandle, ConnectionStatus, Mode, Resource, Snapshot, SnapshotCache, VersionClock,
+};
 
 pub(crate) const GW: &str = "ns/gw";
 
@@ -39,10 +41,14 @@ pub(crate) fn mk_cluster(name: &str, lb_policy: i32) -> Resource {
 pub(crate) fn mk_cla(name: &str, weight: u32) -> Resource {
     Resource::from(ClusterLoadAssignment {
         cluster_name: name.into(),
-        endpoints: vec![envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
-            load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: weight }),
-            ..Default::default()
-        }],
+        endpoints: vec![
+            envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+                load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                    value: weight,
+                }),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     })
 }
@@ -95,7 +101,12 @@ pub(crate) fn names(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
-pub(crate) fn sotw_req(type_url: &str, resource_names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+pub(crate) fn sotw_req(
+    type_url: &str,
+    resource_names: &[&str],
+    version: &str,
+    nonce: &str,
+) -> DiscoveryRequest {
     DiscoveryRequest {
         type_url: type_url.into(),
         resource_names: names(resource_names),
@@ -105,7 +116,13 @@ pub(crate) fn sotw_req(type_url: &str, resource_names: &[&str], version: &str, n
     }
 }
 
-pub(crate) fn sotw_nack(type_url: &str, resource_names: &[&str], version: &str, nonce: &str, msg: &str) -> DiscoveryRequest {
+pub(crate) fn sotw_nack(
+    type_url: &str,
+    resource_names: &[&str],
+    version: &str,
+    nonce: &str,
+    msg: &str,
+) -> DiscoveryRequest {
     DiscoveryRequest {
         error_detail: Some(RpcStatus {
             code: 3,
@@ -116,7 +133,12 @@ pub(crate) fn sotw_nack(type_url: &str, resource_names: &[&str], version: &str, 
     }
 }
 
-pub(crate) fn delta_req(type_url: &str, subscribe: &[&str], unsubscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+pub(crate) fn delta_req(
+    type_url: &str,
+    subscribe: &[&str],
+    unsubscribe: &[&str],
+    nonce: &str,
+) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: type_url.into(),
         resource_names_subscribe: names(subscribe),
