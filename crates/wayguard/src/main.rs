@@ -1,1 +1,5 @@
-fn main() {}
+//! The `wayguard` binary.
+
+fn main() -> std::process::ExitCode {
+    wayguard::cli::main()
+}

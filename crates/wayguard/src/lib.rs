@@ -1,0 +1,6 @@
+//! wayguard: the binary's wiring (command line, sources, serving, admin), also usable
+//! in-process by tests.
+
+pub mod cli;
+pub mod files;
+pub mod validate;
