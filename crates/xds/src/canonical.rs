@@ -129,7 +129,7 @@ enum Value<'a> {
     Fixed32(&'a [u8]),
     /// Length-delimited; `message` is set when the payload also parses as a message.
     Bytes {
-        raw: std::borrow::Cow<'a, [u8]>,
+        raw: &'a [u8],
         message: Option<Vec<Field<'a>>>,
     },
 }
@@ -141,7 +141,8 @@ fn read_varint(buf: &mut &[u8]) -> Option<u64> {
         *buf = rest;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
-            return Some(value);
+            // Only minimal encodings, so that parse -> write is byte-exact.
+            return (shift == 0 || byte != 0).then_some(value);
         }
     }
     None
@@ -180,10 +181,7 @@ fn parse(mut buf: &[u8], depth: usize) -> Option<Vec<Field<'_>>> {
                 } else {
                     None
                 };
-                Value::Bytes {
-                    raw: v.into(),
-                    message,
-                }
+                Value::Bytes { raw: v, message }
             }
             5 => {
                 let (v, rest) = buf.split_at_checked(4)?;
@@ -215,6 +213,14 @@ fn write_into(out: &mut Vec<u8>, fields: &[Field<'_>]) {
         match &field.value {
             Value::Varint(v) => write_varint(out, *v),
             Value::Fixed64(v) | Value::Fixed32(v) => out.extend_from_slice(v),
+            Value::Bytes {
+                message: Some(inner),
+                ..
+            } => {
+                let bytes = write(inner);
+                write_varint(out, bytes.len() as u64);
+                out.extend_from_slice(&bytes);
+            }
             Value::Bytes { raw, .. } => {
                 write_varint(out, raw.len() as u64);
                 out.extend_from_slice(raw);
@@ -245,21 +251,20 @@ fn canonicalize_anys(fields: &mut [Field<'_>], depth: usize) -> bool {
     let is_any = any_type_url(fields).map(|t| String::from_utf8_lossy(t).into_owned());
     let mut changed = false;
     for field in fields.iter_mut() {
-        let Value::Bytes { raw, message } = &mut field.value else {
+        let Value::Bytes {
+            message: Some(inner),
+            ..
+        } = &mut field.value
+        else {
             continue;
         };
-        let Some(inner) = message else {
-            continue;
-        };
-        let mut inner_changed = depth < MAX_DEPTH && canonicalize_anys(inner, depth + 1);
+        if depth < MAX_DEPTH {
+            changed |= canonicalize_anys(inner, depth + 1);
+        }
         if field.number == 2
             && let Some(type_url) = &is_any
         {
-            inner_changed |= sort_map_runs(type_url, inner);
-        }
-        if inner_changed {
-            *raw = write(inner).into();
-            changed = true;
+            changed |= sort_map_runs(type_url, inner);
         }
     }
     changed
@@ -289,65 +294,156 @@ fn map_entry_key(value: &Value<'_>) -> Option<Vec<u8>> {
     }
 }
 
-/// Sorts, inside the payload of an `Any` of `type_url`, every run of map-entry-shaped fields by
-/// key, keeping each reordering only if the typed decode stays equal. True if anything moved.
-fn sort_map_runs(type_url: &str, payload: &mut [Field<'_>]) -> bool {
+/// A run of map-entry-shaped fields somewhere inside an `Any` payload.
+struct Candidate {
+    /// Field indexes from the payload root to the message holding the run.
+    at: Vec<usize>,
+    start: usize,
+    end: usize,
+    /// Field numbers from the payload root to the run: identifies the schema field.
+    numbers: Vec<u64>,
+}
+
+/// What verification taught us about a schema field: `true` = a map (order-insensitive),
+/// `false` = order-significant (or not a field at all). Keyed by type URL and field-number path.
+type Learned = HashMap<(String, Vec<u64>), bool>;
+const MAX_LEARNED: usize = 10_000;
+
+fn learned() -> &'static RwLock<Learned> {
+    static LEARNED: OnceLock<RwLock<Learned>> = OnceLock::new();
+    LEARNED.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Collects runs of two or more same-numbered, map-entry-shaped fields, children before parents
+/// (so sorting a run never moves a candidate collected later). Nested `Any`s are skipped: they
+/// were canonicalized with their own type.
+fn collect(
+    fields: &[Field<'_>],
+    at: &mut Vec<usize>,
+    numbers: &mut Vec<u64>,
+    out: &mut Vec<Candidate>,
+) {
+    for (i, field) in fields.iter().enumerate() {
+        if let Value::Bytes {
+            message: Some(inner),
+            ..
+        } = &field.value
+            && any_type_url(inner).is_none()
+            && at.len() < MAX_DEPTH
+        {
+            at.push(i);
+            numbers.push(field.number);
+            collect(inner, at, numbers, out);
+            numbers.pop();
+            at.pop();
+        }
+    }
+    let mut start = 0;
+    while start < fields.len() {
+        let number = fields[start].number;
+        let end = fields[start..]
+            .iter()
+            .position(|f| f.number != number)
+            .map_or(fields.len(), |n| start + n);
+        if end - start >= 2
+            && fields[start..end]
+                .iter()
+                .all(|f| map_entry_key(&f.value).is_some())
+        {
+            let mut numbers = numbers.clone();
+            numbers.push(number);
+            out.push(Candidate {
+                at: at.clone(),
+                start,
+                end,
+                numbers,
+            });
+        }
+        start = end;
+    }
+}
+
+fn node_mut<'f, 'a>(
+    mut fields: &'f mut Vec<Field<'a>>,
+    at: &[usize],
+) -> Option<&'f mut Vec<Field<'a>>> {
+    for i in at {
+        match &mut fields.get_mut(*i)?.value {
+            Value::Bytes {
+                message: Some(inner),
+                ..
+            } => fields = inner,
+            _ => return None,
+        }
+    }
+    Some(fields)
+}
+
+/// Sorts, anywhere inside the payload of an `Any` of `type_url`, every run of map-entry-shaped
+/// fields by key. A reordering is kept only if the typed decode stays `==` to the original
+/// (learned once per schema field). True if anything moved.
+fn sort_map_runs(type_url: &str, payload: &mut Vec<Field<'_>>) -> bool {
     let Some(eq) = registry().read().get(type_url).copied() else {
         return false;
     };
+    let mut candidates = Vec::new();
+    collect(payload, &mut Vec::new(), &mut Vec::new(), &mut candidates);
+    if candidates.is_empty() {
+        return false;
+    }
     let original = write(payload);
     let mut changed = false;
-    let mut start = 0;
-    while start < payload.len() {
-        let number = payload[start].number;
-        let end = payload[start..]
-            .iter()
-            .position(|f| f.number != number)
-            .map_or(payload.len(), |n| start + n);
-        if end - start >= 2 {
-            let around = payload_snapshot(payload, start, end);
-            changed |= try_sort_run(&mut payload[start..end], eq, &original, around);
+    for candidate in candidates {
+        let key = (type_url.to_owned(), candidate.numbers);
+        let known = learned().read().get(&key).copied();
+        if known == Some(false) {
+            continue;
         }
-        start = end;
+        let Some(node) = node_mut(payload, &candidate.at) else {
+            continue;
+        };
+        let run = &mut node[candidate.start..candidate.end];
+        let Some(before) = sort_run(run) else {
+            continue;
+        };
+        if known == Some(true) {
+            changed = true;
+            continue;
+        }
+        let is_map = eq(&original, &write(payload)) == Some(true);
+        let mut learned = learned().write();
+        if learned.len() < MAX_LEARNED {
+            learned.insert(key, is_map);
+        }
+        drop(learned);
+        if is_map {
+            changed = true;
+        } else if let Some(node) = node_mut(payload, &candidate.at) {
+            node[candidate.start..candidate.end].clone_from_slice(&before);
+        }
     }
     changed
 }
 
-/// The encoded fields before and after the run `start..end`.
-fn payload_snapshot(payload: &[Field<'_>], start: usize, end: usize) -> (Vec<u8>, Vec<u8>) {
-    (write(&payload[..start]), write(&payload[end..]))
-}
-
-fn try_sort_run(
-    run: &mut [Field<'_>],
-    eq: EqFn,
-    original: &[u8],
-    (prefix, suffix): (Vec<u8>, Vec<u8>),
-) -> bool {
-    let Some(keys) = run
+/// Sorts `run` by map key; returns the previous order, or `None` if nothing moved (already
+/// sorted, or duplicate keys, which a map cannot have).
+fn sort_run<'a>(run: &mut [Field<'a>]) -> Option<Vec<Field<'a>>> {
+    let keys = run
         .iter()
         .map(|f| map_entry_key(&f.value))
-        .collect::<Option<Vec<_>>>()
-    else {
-        return false;
-    };
+        .collect::<Option<Vec<_>>>()?;
     let mut order: Vec<usize> = (0..run.len()).collect();
     order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-    if order.windows(2).any(|w| keys[w[0]] == keys[w[1]]) {
-        return false; // maps have unique keys: this is a repeated field
+    if order.windows(2).any(|w| keys[w[0]] == keys[w[1]])
+        || order.iter().enumerate().all(|(i, o)| i == *o)
+    {
+        return None;
     }
-    if order.iter().enumerate().all(|(i, o)| i == *o) {
-        return false; // already sorted
+    let before = run.to_vec();
+    for (slot, i) in run.iter_mut().zip(order) {
+        *slot = before[i].clone();
     }
-    let sorted: Vec<Field<'_>> = order.iter().map(|i| run[*i].clone()).collect();
-    let mut candidate = prefix;
-    write_into(&mut candidate, &sorted);
-    candidate.extend_from_slice(&suffix);
-    if eq(original, &candidate) != Some(true) {
-        return false;
-    }
-    run.clone_from_slice(&sorted);
-    true
+    Some(before)
 }
 
 #[cfg(test)]

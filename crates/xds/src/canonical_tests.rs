@@ -1,5 +1,6 @@
 use envoy_types::pb::envoy::{
     config::listener::v3::{Filter, FilterChain, Listener, filter::ConfigType as FilterConfig},
+    config::rbac::v3::{Permission, Policy, Principal, Rbac as RbacRules, permission, principal},
     extensions::filters::{
         http::{
             jwt_authn::v3::{JwtAuthentication, JwtClaimToHeader, JwtProvider},
@@ -84,6 +85,61 @@ pub(crate) fn mk_hcm_listener(jwt: JwtAuthentication, filters_reversed: bool) ->
         }],
         ..Default::default()
     }
+}
+
+/// An RBAC filter config: the `policies` map sits two levels deep in the Any payload.
+pub(crate) fn mk_rbac(policies: usize, reversed_permissions: bool) -> Rbac {
+    let mut permissions = vec![
+        Permission {
+            rule: Some(permission::Rule::DestinationPort(443)),
+        },
+        Permission {
+            rule: Some(permission::Rule::Any(true)),
+        },
+    ];
+    if reversed_permissions {
+        permissions.reverse();
+    }
+    Rbac {
+        rules: Some(RbacRules {
+            policies: (0..policies)
+                .map(|i| {
+                    (
+                        format!("ns-{i}.policy-{i}"),
+                        Policy {
+                            permissions: permissions.clone(),
+                            principals: vec![Principal {
+                                identifier: Some(principal::Identifier::Any(true)),
+                            }],
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn nested_maps_deep_inside_any_payloads_are_canonical() {
+    for _ in 0..10 {
+        let a = Resource::new("rbac", pack_any(mk_rbac(20, false)));
+        let b = Resource::new("rbac", pack_any(mk_rbac(20, false)));
+        assert_eq!(a, b);
+    }
+    let a = Resource::new("rbac", pack_any(mk_rbac(20, false)));
+    let b = Resource::new("rbac", pack_any(mk_rbac(20, true)));
+    assert_ne!(a, b, "permission order is significant");
+    let decoded = <Rbac as prost::Message>::decode(
+        a.downcast_ref::<envoy_types::pb::google::protobuf::Any>()
+            .expect("any")
+            .value
+            .as_slice(),
+    )
+    .expect("rbac");
+    assert_eq!(decoded, mk_rbac(20, false));
 }
 
 #[test]

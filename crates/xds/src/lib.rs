@@ -59,3 +59,6 @@ pub use server::{
 pub use snapshot::{Snapshot, TypeResources, VersionedResource};
 pub use sotw::SotwConnection;
 pub use version::{Version, VersionClock};
+
+#[cfg(test)]
+mod bench_tests;
