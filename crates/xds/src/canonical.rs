@@ -127,10 +127,12 @@ enum Value<'a> {
     Varint(u64),
     Fixed64(&'a [u8]),
     Fixed32(&'a [u8]),
-    /// Length-delimited; `message` is set when the payload also parses as a message.
+    /// Length-delimited; `message` is set when the payload also parses as a message, `dirty`
+    /// once something inside it was rewritten (then it is written from `message`, not `raw`).
     Bytes {
         raw: &'a [u8],
         message: Option<Vec<Field<'a>>>,
+        dirty: bool,
     },
 }
 
@@ -181,7 +183,11 @@ fn parse(mut buf: &[u8], depth: usize) -> Option<Vec<Field<'_>>> {
                 } else {
                     None
                 };
-                Value::Bytes { raw: v, message }
+                Value::Bytes {
+                    raw: v,
+                    message,
+                    dirty: false,
+                }
             }
             5 => {
                 let (v, rest) = buf.split_at_checked(4)?;
@@ -215,6 +221,7 @@ fn write_into(out: &mut Vec<u8>, fields: &[Field<'_>]) {
             Value::Fixed64(v) | Value::Fixed32(v) => out.extend_from_slice(v),
             Value::Bytes {
                 message: Some(inner),
+                dirty: true,
                 ..
             } => {
                 let bytes = write(inner);
@@ -253,19 +260,20 @@ fn canonicalize_anys(fields: &mut [Field<'_>], depth: usize) -> bool {
     for field in fields.iter_mut() {
         let Value::Bytes {
             message: Some(inner),
+            dirty,
             ..
         } = &mut field.value
         else {
             continue;
         };
-        if depth < MAX_DEPTH {
-            changed |= canonicalize_anys(inner, depth + 1);
-        }
+        let mut inner_changed = depth < MAX_DEPTH && canonicalize_anys(inner, depth + 1);
         if field.number == 2
             && let Some(type_url) = &is_any
         {
-            changed |= sort_map_runs(type_url, inner);
+            inner_changed |= sort_map_runs(type_url, inner);
         }
+        *dirty |= inner_changed;
+        changed |= inner_changed;
     }
     changed
 }
@@ -371,8 +379,13 @@ fn node_mut<'f, 'a>(
         match &mut fields.get_mut(*i)?.value {
             Value::Bytes {
                 message: Some(inner),
+                dirty,
                 ..
-            } => fields = inner,
+            } => {
+                // Everything on the way to a rewritten run is written from the tree.
+                *dirty = true;
+                fields = inner;
+            }
             _ => return None,
         }
     }

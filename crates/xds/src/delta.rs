@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 
 use crate::{
-    ConnectionHandle, Metrics, Snapshot, VersionedResource,
+    ConnectionHandle, Metrics, Snapshot, Version, VersionedResource,
     common::{ConnCore, Reply},
     error::ConnectionError,
     names::Names,
@@ -28,8 +28,11 @@ pub struct DeltaConnection {
 #[derive(Debug, Default)]
 struct TypeState {
     names: Names,
-    /// Resource versions the client has (or was sent), by name.
-    known: BTreeMap<String, String>,
+    /// Resource versions the client has (or was sent), by name; `None` for a version this
+    /// control plane did not mint (always outdated).
+    known: BTreeMap<String, Option<Version>>,
+    /// The type version `known` was last reconciled with: an unchanged type is skipped in O(1).
+    seen: Option<Version>,
     /// An initial (possibly empty) response is owed to a fresh wildcard subscription, so Envoy
     /// finishes initializing even when the type has no resources.
     owed: bool,
@@ -90,9 +93,13 @@ impl DeltaConnection {
 
         let state = self.types.entry(type_url.to_owned()).or_default();
         if first {
-            state.known = request.initial_resource_versions.into_iter().collect();
+            state.known = request
+                .initial_resource_versions
+                .iter()
+                .map(|(name, version)| (name.clone(), Version::parse(version)))
+                .collect();
         }
-        let (_, wildcard_on) = state.names.apply_delta(
+        let (added, wildcard_on) = state.names.apply_delta(
             type_url,
             first,
             &request.resource_names_subscribe,
@@ -106,11 +113,18 @@ impl DeltaConnection {
         }
         self.core.on_subscription(type_url, &state.names);
 
+        // A plain ACK/NACK of an unchanged type needs no diff.
+        let reconcile = first || wildcard_on || !added.is_empty();
         let mut responses = Vec::new();
-        if let Some(snapshot) = self.core.snapshot.clone() {
-            let diff = self.diff(&snapshot, type_url);
+        if let Some(snapshot) = self.core.snapshot.clone()
+            && (reconcile || state.seen != Some(snapshot.type_version(type_url)))
+        {
+            let diff = self.diff(&snapshot, type_url, reconcile);
             if let Some(response) = self.respond(&snapshot, diff, true) {
                 responses.push(response);
+            }
+            if let Some(state) = self.types.get_mut(type_url) {
+                state.seen = Some(snapshot.type_version(type_url));
             }
         }
         self.core.notify();
@@ -128,7 +142,7 @@ impl DeltaConnection {
         order.sort_by_key(|t| (type_url::warming_rank(t), t.clone()));
         let diffs: Vec<Diff> = order
             .iter()
-            .map(|t| self.diff(&snapshot, t))
+            .map(|t| self.diff(&snapshot, t, false))
             .filter(|d| {
                 !d.upserts.is_empty() || !d.removals.is_empty() || self.types[&d.type_url].owed
             })
@@ -178,7 +192,9 @@ impl DeltaConnection {
     }
 
     /// What the client of `type_url` lacks compared to `snapshot`.
-    fn diff(&self, snapshot: &Snapshot, type_url: &str) -> Diff {
+    /// Types already reconciled with this snapshot's type version are skipped unless `force`
+    /// (a subscription grew).
+    fn diff(&self, snapshot: &Snapshot, type_url: &str, force: bool) -> Diff {
         let mut diff = Diff {
             type_url: type_url.to_owned(),
             upserts: Vec::new(),
@@ -187,10 +203,13 @@ impl DeltaConnection {
         let Some(state) = self.types.get(type_url) else {
             return diff;
         };
+        if !force && !state.owed && state.seen == Some(snapshot.type_version(type_url)) {
+            return diff;
+        }
         let resources = snapshot.resources(type_url);
         let mut consider = |entry: &VersionedResource| {
             let known = state.known.get(entry.resource.name());
-            if known.is_none_or(|v| *v != entry.version.to_string()) {
+            if known != Some(&Some(entry.version)) {
                 diff.upserts.push(entry.clone());
             }
         };
@@ -234,7 +253,7 @@ impl DeltaConnection {
             let version = entry.version.to_string();
             state
                 .known
-                .insert(entry.resource.name().to_owned(), version.clone());
+                .insert(entry.resource.name().to_owned(), Some(entry.version));
             resources.push(DeltaResource {
                 name: entry.resource.name().to_owned(),
                 version,

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use crate::{
-    ConnectionHandle, Metrics, Snapshot, VersionedResource,
+    ConnectionHandle, Metrics, Snapshot, Version, VersionedResource,
     common::{ConnCore, Reply},
     error::ConnectionError,
     names::Names,
@@ -35,6 +35,8 @@ struct TypeState {
     sent: BTreeMap<String, VersionedResource>,
     /// A full response is owed (first request or grown subscription) once a snapshot exists.
     owed: bool,
+    /// The type version `sent` was last reconciled with: an unchanged type is skipped in O(1).
+    seen: Option<Version>,
 }
 
 /// What one type needs after a snapshot change.
@@ -115,6 +117,7 @@ impl SotwConnection {
             {
                 state.sent = view(&snapshot, type_url, &state.names);
                 state.owed = false;
+                state.seen = Some(snapshot.type_version(type_url));
                 self.core
                     .on_already_applied(type_url, &request.version_info, state.sent.len());
             } else if state.owed {
@@ -138,6 +141,9 @@ impl SotwConnection {
         let mut plans = Vec::new();
         for type_url in order {
             let state = &self.types[type_url];
+            if !state.owed && state.seen == Some(snapshot.type_version(type_url)) {
+                continue;
+            }
             let new = view(&snapshot, type_url, &state.names);
             let upserts: Vec<VersionedResource> = new
                 .values()
@@ -194,6 +200,9 @@ impl SotwConnection {
             let entries = view(&snapshot, type_url, &self.types[type_url].names);
             responses.push(self.respond(&snapshot, type_url, entries, false));
         }
+        for (type_url, state) in &mut self.types {
+            state.seen = Some(snapshot.type_version(type_url));
+        }
 
         self.core.on_snapshot_done(
             responses
@@ -216,8 +225,9 @@ impl SotwConnection {
         entries: BTreeMap<String, VersionedResource>,
         partial: bool,
     ) -> DiscoveryResponse {
+        let seen = Some(snapshot.type_version(type_url));
         let version = snapshot.type_version(type_url).to_string();
-        self.build(type_url, version, entries, partial)
+        self.build(seen, type_url, version, entries, partial)
     }
 
     fn respond_warming(
@@ -227,11 +237,12 @@ impl SotwConnection {
         entries: BTreeMap<String, VersionedResource>,
     ) -> DiscoveryResponse {
         let version = format!("{}{WARMING_SUFFIX}", snapshot.type_version(type_url));
-        self.build(type_url, version, entries, false)
+        self.build(None, type_url, version, entries, false)
     }
 
     fn build(
         &mut self,
+        seen: Option<Version>,
         type_url: &str,
         version: String,
         entries: BTreeMap<String, VersionedResource>,
@@ -249,6 +260,7 @@ impl SotwConnection {
             state.sent = entries;
         }
         state.owed = false;
+        state.seen = seen;
         let count = state.sent.len();
         self.core.on_sent(type_url, &nonce, &version, count);
         DiscoveryResponse {
