@@ -371,6 +371,18 @@ pub fn run(args: ToolsArgs) -> Result<()> {
     let dir = Tools::from_env().dir;
     fs::create_dir_all(dir.join("bin"))
         .with_context(|| format!("creating the tools directory {}", dir.display()))?;
+    // One installer at a time per tools directory (CI and a developer, or two worktrees).
+    let lock_path = dir.join(".lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        println!(
+            "waiting for another `cargo xtask tools` using {} ...",
+            dir.display()
+        );
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
     if args.regen_go_recipe {
         return kube::regen_go_recipe(&dir);
     }
@@ -396,15 +408,13 @@ pub fn run(args: ToolsArgs) -> Result<()> {
                 .iter()
                 .any(|r| r.outcome == Outcome::Installed);
         }
-        if args.smoke || fresh || args.force {
-            if ok {
-                ctx.step("kube smoke test", kube::smoke_test);
-            } else {
-                ctx.failures.push(StepFailure {
-                    name: "kube smoke test",
-                    error: anyhow::anyhow!("not run: a kube tool above failed to install"),
-                });
-            }
+        if !ok {
+            ctx.failures.push(StepFailure {
+                name: "kube smoke test",
+                error: anyhow::anyhow!("not run: a kube tool above failed to install"),
+            });
+        } else if args.smoke || fresh || args.force {
+            ctx.step("kube smoke test", kube::smoke_test);
         } else {
             println!(
                 "==> kube smoke test: skipped, nothing in the kube group changed (--smoke runs it)"
@@ -443,6 +453,14 @@ pub fn run(args: ToolsArgs) -> Result<()> {
         names.len(),
         names.join(", ")
     )
+}
+
+/// Install (or find cached) the selected groups and return their paths: what `cargo xtask ci`
+/// calls before running the tiers.
+#[allow(dead_code)] // for `cargo xtask ci` and other xtask commands
+pub fn ensure(args: ToolsArgs) -> Result<Tools> {
+    run(args)?;
+    Ok(Tools::from_env())
 }
 
 type StepFn = fn(&mut Ctx) -> Result<(Outcome, String, String)>;
