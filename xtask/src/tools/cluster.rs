@@ -164,6 +164,12 @@ impl KubeCluster {
                 );
             }
         }
+        if dir.join("etcd-data").exists() {
+            bail!(
+                "{} already holds a cluster (etcd-data); use a fresh directory per cluster",
+                dir.display()
+            );
+        }
         fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
         let layout = ClusterLayout {

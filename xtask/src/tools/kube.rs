@@ -11,6 +11,11 @@
 //!
 //! The Go module cache, build cache and GOPATH live under `$TOOLS/go`, so a second build (or a
 //! rebuild after a version bump) reuses them. Builds run with `-p 2`, GOMAXPROCS=2 and `nice`.
+//!
+//! Measured on the 2-core build machine while other builds ran (load 4-7), into an empty tools
+//! directory: etcd 1m53s (module download 4s), kube-apiserver 8m33s (module download 6s; module
+//! cache 0.8 GB, build cache 2.4 GB, peak RSS 1.8 GB); with the caches warm, a rebuild after a
+//! recipe change takes 2-6 s (relink) and a cached run 0.1 s per binary.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
