@@ -416,7 +416,7 @@ fn sort_map_runs(type_url: &str, payload: &mut Vec<Field<'_>>) -> bool {
             continue;
         };
         let run = &mut node[candidate.start..candidate.end];
-        let Some(before) = sort_run(run) else {
+        let Some(order) = sort_run(run) else {
             continue;
         };
         if known == Some(true) {
@@ -432,15 +432,15 @@ fn sort_map_runs(type_url: &str, payload: &mut Vec<Field<'_>>) -> bool {
         if is_map {
             changed = true;
         } else if let Some(node) = node_mut(payload, &candidate.at) {
-            node[candidate.start..candidate.end].clone_from_slice(&before);
+            unsort_run(&mut node[candidate.start..candidate.end], &order);
         }
     }
     changed
 }
 
-/// Sorts `run` by map key; returns the previous order, or `None` if nothing moved (already
-/// sorted, or duplicate keys, which a map cannot have).
-fn sort_run<'a>(run: &mut [Field<'a>]) -> Option<Vec<Field<'a>>> {
+/// Sorts `run` by map key; returns the permutation applied (`run[i]` came from `order[i]`), or
+/// `None` if nothing moved (already sorted, or duplicate keys, which a map cannot have).
+fn sort_run(run: &mut [Field<'_>]) -> Option<Vec<usize>> {
     let keys = run
         .iter()
         .map(|f| map_entry_key(&f.value))
@@ -452,11 +452,32 @@ fn sort_run<'a>(run: &mut [Field<'a>]) -> Option<Vec<Field<'a>>> {
     {
         return None;
     }
-    let before = run.to_vec();
-    for (slot, i) in run.iter_mut().zip(order) {
-        *slot = before[i].clone();
+    permute(run, |to| order[to]);
+    Some(order)
+}
+
+/// Undoes [`sort_run`].
+fn unsort_run(run: &mut [Field<'_>], order: &[usize]) {
+    let mut inverse = vec![0; order.len()];
+    for (to, from) in order.iter().enumerate() {
+        inverse[*from] = to;
     }
-    Some(before)
+    permute(run, |to| inverse[to]);
+}
+
+/// Rearranges `run` so that position `i` holds the field that was at `from(i)`, by moves.
+fn permute(run: &mut [Field<'_>], from: impl Fn(usize) -> usize) {
+    let placeholder = || Field {
+        number: 0,
+        value: Value::Varint(0),
+    };
+    let mut taken: Vec<Field<'_>> = run
+        .iter_mut()
+        .map(|f| std::mem::replace(f, placeholder()))
+        .collect();
+    for (i, slot) in run.iter_mut().enumerate() {
+        *slot = std::mem::replace(&mut taken[from(i)], placeholder());
+    }
 }
 
 #[cfg(test)]
