@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's own build tooling (CRD generation, tool installation, CI).
 
+mod bench;
 mod ci;
 mod crds;
 mod tools;
@@ -24,6 +25,8 @@ enum Command {
     },
     /// Install (idempotently, into a cache outside the repo) the tools the test tiers need.
     Tools(tools::ToolsArgs),
+    /// Run the benchmarks (figures, not pass/fail).
+    Bench,
     /// Run everything CI runs: fmt, clippy, CRD staleness, and every test tier.
     Ci(ci::CiArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> Result<()> {
     match Args::parse().command {
         Command::Crds { check } => crds::run(check),
         Command::Tools(args) => tools::run(args),
+        Command::Bench => bench::run(),
         Command::Ci(args) => ci::run(args),
     }
 }

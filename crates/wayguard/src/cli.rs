@@ -21,6 +21,15 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the Envoy configuration generated for a gateway as JSON (proto3 JSON mapping).
+    ConfigDump {
+        /// Directory of Kubernetes-style YAML.
+        #[arg(long)]
+        config_dir: PathBuf,
+        /// The gateway, NAMESPACE/NAME.
+        #[arg(long)]
+        gateway: String,
+    },
     /// Run the control plane.
     Serve {
         /// Run on a directory of Kubernetes-style YAML (watched for changes).
@@ -44,6 +53,25 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::ConfigDump {
+            config_dir,
+            gateway,
+        } => match crate::dump::run(config_dir, &gateway) {
+            Ok(value) => match serde_json::to_string_pretty(&value) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve { config_dir } => {
             let Some(dir) = config_dir else {
                 eprintln!(

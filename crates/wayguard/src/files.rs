@@ -78,3 +78,29 @@ pub fn load_file(path: &Path) -> LoadedFile {
         documents,
     }
 }
+
+/// Loads every manifest below `dirs` into `index`. Returns one line per problem
+/// (`FILE: message`), the same lines `wayguard validate` prints for undecodable documents.
+pub fn load_into(
+    index: &mut wayguard_index::Index,
+    dirs: &[PathBuf],
+) -> std::io::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for path in expand(dirs)? {
+        let file = load_file(&path);
+        match file.documents {
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+            Ok(docs) => {
+                for doc in docs {
+                    match doc.result {
+                        Ok(resource) => {
+                            index.apply(resource);
+                        }
+                        Err(e) => problems.push(format!("{}: {e}", path.display())),
+                    }
+                }
+            }
+        }
+    }
+    Ok(problems)
+}

@@ -2,5 +2,7 @@
 //! in-process by tests.
 
 pub mod cli;
+pub mod dump;
 pub mod files;
+pub mod keys;
 pub mod validate;

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use super::Report;
+use wayguard_core::attr::{extract_name_in_nested_brackets, split_request_principal};
+
 use super::values::{
-    check_path_template, check_port, check_service_account, check_trust_domain,
-    extract_nested_brackets, has_inner_wildcard, parse_cidr_or_ip, split_request_principal,
+    check_path_template, check_port, check_service_account, check_trust_domain, has_inner_wildcard,
+    parse_cidr_or_ip,
 };
 use crate::duration::parse_go_duration;
 use crate::istio::{
@@ -16,6 +18,7 @@ use crate::istio::{
 /// Target kinds a policy may reference: `(group, kind)`.
 const TARGET_KINDS: &[(&str, &str)] = &[
     ("", "Service"),
+    ("core", "Service"),
     ("networking.istio.io", "ServiceEntry"),
     ("gateway.networking.k8s.io", "Gateway"),
     ("gateway.networking.k8s.io", "GatewayClass"),
@@ -693,7 +696,7 @@ fn source(r: &mut Report, path: &str, rule_index: usize, s: &Source, action: Act
         ("notRequestPrincipals", &s.not_request_principals),
     ] {
         for (k, v) in values.iter().enumerate() {
-            let (iss, sub) = split_request_principal(v);
+            let (iss, sub, _) = split_request_principal(v);
             if v.ends_with('*') && iss.ends_with(":/") {
                 r.warn(
                     format!("{path}.{name}[{k}]"),
@@ -825,7 +828,7 @@ fn attribute(key: &str, values: &[String]) -> Result<(), String> {
             return Err(format!("bad key ({key}): should have format a[b]"));
         }
         if prefix == "request.auth.claims" {
-            let names = extract_nested_brackets(rest)?;
+            let names = extract_name_in_nested_brackets(rest)?;
             if names.iter().any(String::is_empty) {
                 return Err(format!("bad key ({key}): claim names must not be empty"));
             }

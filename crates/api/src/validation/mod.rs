@@ -11,9 +11,7 @@ mod values;
 
 use std::fmt;
 
-pub use values::{
-    PathTemplateError, check_port, parse_cidr_or_ip, split_request_principal, strip_spiffe_prefix,
-};
+pub use values::{PathTemplateError, check_port, parse_cidr_or_ip, strip_spiffe_prefix};
 
 use crate::resource::Resource;
 

@@ -36,15 +36,6 @@ pub fn strip_spiffe_prefix(value: &str) -> Option<&str> {
     value.strip_prefix("spiffe://")
 }
 
-/// Splits a request principal `<iss>/<sub>` at the **last** `/` (Istio's `extendedPrincipal`).
-/// Without a `/`, the whole value is the issuer and the subject is empty.
-pub fn split_request_principal(value: &str) -> (&str, &str) {
-    match value.rsplit_once('/') {
-        Some((iss, sub)) => (iss, sub),
-        None => (value, ""),
-    }
-}
-
 /// Why a path with `{*}`/`{**}` templates is invalid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplateError(pub String);
@@ -129,16 +120,6 @@ pub fn check_trust_domain(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Extracts `[a][b][c]` into `["a","b","c"]` (Istio `extractNameInNestedBrackets`).
-pub fn extract_nested_brackets(s: &str) -> Result<Vec<String>, String> {
-    let bad = || format!("bad format for nested key: {s}, expected [a][b]...");
-    if !s.starts_with('[') || !s.ends_with(']') {
-        return Err(bad());
-    }
-    let inner = &s[1..s.len() - 1];
-    Ok(inner.split("][").map(str::to_string).collect())
-}
-
 /// Whether a `*` sits strictly inside a value, where Istio matches it literally.
 pub fn has_inner_wildcard(value: &str) -> bool {
     value.len() > 2 && value[1..value.len() - 1].contains('*')
@@ -147,20 +128,6 @@ pub fn has_inner_wildcard(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_principals_split_at_the_last_slash() {
-        let cases: &[(&str, (&str, &str))] = &[
-            ("*", ("*", "")),
-            ("foo/bar", ("foo", "bar")),
-            ("https://idp/realms/x/*", ("https://idp/realms/x", "*")),
-            ("https://example.com*", ("https:/", "example.com*")),
-            ("foo", ("foo", "")),
-        ];
-        for (input, want) in cases {
-            assert_eq!(split_request_principal(input), *want, "{input}");
-        }
-    }
 
     #[test]
     fn path_templates_match_istio() {
@@ -194,19 +161,6 @@ mod tests {
                 Err(PathTemplateError(want.to_string())),
                 "{p}"
             );
-        }
-    }
-
-    #[test]
-    fn nested_brackets() {
-        assert_eq!(
-            extract_nested_brackets("[good][abc][xyz]"),
-            Ok(vec!["good".into(), "abc".into(), "xyz".into()])
-        );
-        assert_eq!(extract_nested_brackets("[]"), Ok(vec!["".into()]));
-        assert_eq!(extract_nested_brackets("[[good]"), Ok(vec!["[good".into()]));
-        for bad in ["x[bad]", "[bad", "bad]", "bad"] {
-            assert!(extract_nested_brackets(bad).is_err(), "{bad}");
         }
     }
 }
