@@ -9,7 +9,7 @@ use gateway_api::apis::standard::{
     gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute as HttpRouteObj,
     referencegrants::ReferenceGrant,
 };
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource as _;
 use serde::de::DeserializeOwned;
@@ -45,13 +45,15 @@ pub enum Kind {
     EndpointSlice,
     /// Core Secret.
     Secret,
+    /// Core ConfigMap (CA bundles for client certificate validation).
+    ConfigMap,
     /// Core Namespace.
     Namespace,
 }
 
 impl Kind {
     /// Every kind, in dependency-friendly order (namespaces and classes first, policies last).
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::GatewayClass,
         Kind::Gateway,
@@ -60,6 +62,7 @@ impl Kind {
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
+        Kind::ConfigMap,
         Kind::AgentgatewayBackend,
         Kind::AuthConfig,
         Kind::EnterpriseAgentgatewayPolicy,
@@ -82,6 +85,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
             Kind::Namespace => "Namespace",
         }
     }
@@ -96,7 +100,7 @@ impl Kind {
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
                 "gateway.networking.k8s.io"
             }
-            Kind::Service | Kind::Secret | Kind::Namespace => "",
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "",
             Kind::EndpointSlice => "discovery.k8s.io",
         }
     }
@@ -109,7 +113,11 @@ impl Kind {
             Kind::EnterpriseAgentgatewayPolicy | Kind::AgentgatewayBackend => &["v1alpha1"],
             Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute => &["v1", "v1beta1"],
             Kind::ReferenceGrant => &["v1beta1", "v1"],
-            Kind::Service | Kind::Secret | Kind::Namespace | Kind::EndpointSlice => &["v1"],
+            Kind::Service
+            | Kind::Secret
+            | Kind::ConfigMap
+            | Kind::Namespace
+            | Kind::EndpointSlice => &["v1"],
         }
     }
 
@@ -190,6 +198,8 @@ pub enum Resource {
     EndpointSlice(EndpointSlice),
     /// Secret.
     Secret(Secret),
+    /// ConfigMap.
+    ConfigMap(ConfigMap),
     /// Namespace.
     Namespace(Namespace),
 }
@@ -209,6 +219,7 @@ macro_rules! each_resource {
             Resource::Service($r) => $body,
             Resource::EndpointSlice($r) => $body,
             Resource::Secret($r) => $body,
+            Resource::ConfigMap($r) => $body,
             Resource::Namespace($r) => $body,
         }
     };
@@ -230,6 +241,7 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
             Resource::Secret(_) => Kind::Secret,
+            Resource::ConfigMap(_) => Kind::ConfigMap,
             Resource::Namespace(_) => Kind::Namespace,
         }
     }
@@ -415,6 +427,7 @@ pub fn decode(doc: &Value, index: usize) -> Result<Resource, DecodeError> {
         Kind::Service => typed(doc).map(Resource::Service),
         Kind::EndpointSlice => typed(doc).map(Resource::EndpointSlice),
         Kind::Secret => typed(doc).map(Resource::Secret),
+        Kind::ConfigMap => typed(doc).map(Resource::ConfigMap),
         Kind::Namespace => typed(doc).map(Resource::Namespace),
     };
     result.map_err(|(path, message)| error(object, &path, message))

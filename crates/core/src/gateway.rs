@@ -6,7 +6,7 @@ use crate::authn::JwtRule;
 use crate::authz::AuthzPolicy;
 
 /// A gateway's identity, `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GatewayId {
     /// Namespace.
     pub namespace: String,

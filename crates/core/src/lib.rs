@@ -5,5 +5,6 @@ pub mod attr;
 pub mod authn;
 pub mod authz;
 pub mod gateway;
+pub mod routing;
 
 pub use gateway::GatewayId;

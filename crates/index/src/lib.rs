@@ -7,6 +7,7 @@
 
 mod attach;
 pub mod convert;
+mod routing;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use wayguard_core::GatewayId;
 use wayguard_core::gateway::GatewayAuth;
 
 pub use attach::GatewayInfo;
+pub use routing::cluster_name;
 
 /// How wayguard reads the world.
 #[derive(Clone, Debug)]

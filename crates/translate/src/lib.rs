@@ -2,6 +2,7 @@
 //! parity lives (shared/reference/SEMANTICS.md).
 
 mod any;
+pub mod gateway;
 pub mod json;
 mod jwt;
 pub mod matcher;
@@ -11,11 +12,11 @@ mod rbac_model;
 
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, http_filter,
-};
+use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use wayguard_core::authn::{JwksConfig, JwtRule};
-use wayguard_core::authz::ExtAuthzProvider;
+use wayguard_core::authz::{Action, ExtAuthzProvider};
 use wayguard_core::gateway::GatewayAuth;
 
 pub use any::to_any;
@@ -42,31 +43,53 @@ pub struct AuthContext<'a> {
     pub clear_route_cache: bool,
 }
 
-/// The auth HTTP filters of a gateway, in chain order: CUSTOM (rbac shadow + ext_authz per
-/// provider), jwt_authn, rbac AUDIT, rbac DENY, rbac ALLOW.
+/// The auth filters of a gateway: CUSTOM filters (rbac shadow + ext_authz per provider), then
+/// jwt_authn, rbac AUDIT, rbac DENY and rbac ALLOW, each only when policies need it.
 #[derive(Clone, Debug, Default)]
 pub struct AuthFilters {
-    /// The filters.
-    pub filters: Vec<HttpFilter>,
+    /// CUSTOM filters, in chain order.
+    pub custom: Vec<HttpFilter>,
+    /// jwt_authn.
+    pub jwt: Option<JwtAuthentication>,
+    /// RBAC with action LOG.
+    pub audit: Option<RbacFilter>,
+    /// RBAC with action DENY.
+    pub deny: Option<RbacFilter>,
+    /// RBAC with action ALLOW.
+    pub allow: Option<RbacFilter>,
     /// Problems found.
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Translates the auth policies of one gateway into HTTP filters.
+impl AuthFilters {
+    /// The filters in chain order, as istiod would put them inline in the HTTP connection manager.
+    pub fn filters(&self) -> Vec<HttpFilter> {
+        let mut out = self.custom.clone();
+        if let Some(jwt) = &self.jwt {
+            out.push(rbac::http_filter_of(names::JWT_AUTHN, to_any(jwt)));
+        }
+        for rbac in [&self.audit, &self.deny, &self.allow].into_iter().flatten() {
+            out.push(rbac::http_filter_of(names::RBAC, to_any(rbac)));
+        }
+        out
+    }
+}
+
+/// Translates the auth policies of one gateway.
 pub fn http_auth_filters(auth: &GatewayAuth, ctx: &AuthContext<'_>) -> AuthFilters {
     let mut diagnostics = Vec::new();
-    let mut filters = rbac::custom_filters(&auth.policies, ctx.providers, &mut diagnostics);
-    if let Some(jwt) = jwt::jwt_authn(&auth.jwt_rules, ctx.jwks, ctx.clear_route_cache) {
-        filters.push(HttpFilter {
-            name: names::JWT_AUTHN.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(&jwt))),
-            ..Default::default()
-        });
-    }
-    filters.extend(rbac::local_filters(&auth.policies, false, &mut diagnostics));
+    let custom = rbac::custom_filters(&auth.policies, ctx.providers, &mut diagnostics);
+    let jwt = jwt::jwt_authn(&auth.jwt_rules, ctx.jwks, ctx.clear_route_cache);
+    let audit = rbac::local_filter(&auth.policies, Action::Audit, false, &mut diagnostics);
+    let deny = rbac::local_filter(&auth.policies, Action::Deny, false, &mut diagnostics);
+    let allow = rbac::local_filter(&auth.policies, Action::Allow, false, &mut diagnostics);
     diagnostics.sort();
     AuthFilters {
-        filters,
+        custom,
+        jwt,
+        audit,
+        deny,
+        allow,
         diagnostics,
     }
 }

@@ -127,34 +127,38 @@ fn http_filter(name: &str, any: envoy_types::pb::google::protobuf::Any) -> HttpF
     }
 }
 
-/// The AUDIT, DENY and ALLOW RBAC filters, in that order, each only when policies of that action exist.
-pub(crate) fn local_filters(
+/// The RBAC filter config of one local action (AUDIT, DENY or ALLOW), when policies of that
+/// action exist.
+pub(crate) fn local_filter(
     policies: &[AuthzPolicy],
+    action: Action,
     for_tcp: bool,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<HttpFilter> {
-    let mut filters = Vec::new();
-    for action in [Action::Audit, Action::Deny, Action::Allow] {
-        let selected: Vec<&AuthzPolicy> = policies.iter().filter(|p| p.action == action).collect();
-        if selected.is_empty() {
-            continue;
-        }
-        let (enforce, shadow, has_enforce, has_shadow) =
-            build_policies(&selected, action, for_tcp, None, diagnostics);
-        let shadow_prefix = match (has_shadow, action) {
-            (true, Action::Deny) => SHADOW_DENY_PREFIX,
-            (true, Action::Allow) => SHADOW_ALLOW_PREFIX,
-            _ => "",
-        };
-        let filter = RbacFilter {
-            rules: has_enforce.then(|| rules(action, enforce)),
-            shadow_rules: has_shadow.then(|| rules(action, shadow)),
-            shadow_rules_stat_prefix: shadow_prefix.to_string(),
-            ..Default::default()
-        };
-        filters.push(http_filter(names::RBAC, to_any(&filter)));
+) -> Option<RbacFilter> {
+    let selected: Vec<&AuthzPolicy> = policies.iter().filter(|p| p.action == action).collect();
+    if selected.is_empty() {
+        return None;
     }
-    filters
+    let (enforce, shadow, has_enforce, has_shadow) =
+        build_policies(&selected, action, for_tcp, None, diagnostics);
+    let shadow_prefix = match (has_shadow, action) {
+        (true, Action::Deny) => SHADOW_DENY_PREFIX,
+        (true, Action::Allow) => SHADOW_ALLOW_PREFIX,
+        _ => "",
+    };
+    Some(RbacFilter {
+        rules: has_enforce.then(|| rules(action, enforce)),
+        shadow_rules: has_shadow.then(|| rules(action, shadow)),
+        shadow_rules_stat_prefix: shadow_prefix.to_string(),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn http_filter_of(
+    name: &str,
+    any: envoy_types::pb::google::protobuf::Any,
+) -> HttpFilter {
+    http_filter(name, any)
 }
 
 /// The CUSTOM filters: per provider (sorted by name), an RBAC filter whose shadow rules mark

@@ -1,9 +1,11 @@
 //! The command line (ARCHITECTURE.md "Command line").
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// wayguard: Istio and Solo auth policies for stock Envoy.
 #[derive(Parser, Debug)]
@@ -13,11 +15,80 @@ pub struct Args {
     command: Command,
 }
 
+fn duration(s: &str) -> Result<Duration, String> {
+    wayguard_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Run on a directory of Kubernetes-style YAML (recursive .yaml/.yml, multi-document), watched for changes.
+    #[arg(long, env = "WAYGUARD_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Run against the cluster from in-cluster config or KUBECONFIG.
+    #[arg(long, env = "WAYGUARD_KUBERNETES", default_value_t = false)]
+    kubernetes: bool,
+    /// xDS (ADS gRPC) listen address.
+    #[arg(long, env = "WAYGUARD_XDS_ADDRESS", default_value = "0.0.0.0:15010")]
+    xds_address: SocketAddr,
+    /// Admin listen address (/ready, /metrics, /debug/...).
+    #[arg(long, env = "WAYGUARD_ADMIN_ADDRESS", default_value = "0.0.0.0:15014")]
+    admin_address: SocketAddr,
+    /// ext_authz gRPC listen address (OIDC login; not served yet).
+    #[arg(long, env = "WAYGUARD_EXTAUTH_ADDRESS", default_value = "0.0.0.0:8083")]
+    extauth_address: SocketAddr,
+    /// STS listen address (RFC 8693 token exchange; not served yet).
+    #[arg(long, env = "WAYGUARD_STS_ADDRESS", default_value = "0.0.0.0:7777")]
+    sts_address: SocketAddr,
+    /// Root namespace (Istio meshConfig rootNamespace).
+    #[arg(long, env = "WAYGUARD_ROOT_NAMESPACE", default_value = "istio-system")]
+    root_namespace: String,
+    /// Gateway classes wayguard programs.
+    #[arg(
+        long = "gateway-class",
+        env = "WAYGUARD_GATEWAY_CLASSES",
+        value_delimiter = ',',
+        default_value = "wayguard,istio-waypoint"
+    )]
+    gateway_classes: Vec<String>,
+    /// Gateway classes whose gateways are waypoints (no selector-based policies).
+    #[arg(
+        long = "waypoint-class",
+        env = "WAYGUARD_WAYPOINT_CLASSES",
+        value_delimiter = ',',
+        default_value = "istio-waypoint"
+    )]
+    waypoint_classes: Vec<String>,
+    /// Quiet period that batches source changes before translation (an isolated change is applied at once).
+    #[arg(long, env = "WAYGUARD_DEBOUNCE", default_value = "100ms", value_parser = duration)]
+    debounce: Duration,
+    /// Longest a change waits while changes keep arriving.
+    #[arg(long, env = "WAYGUARD_DEBOUNCE_MAX", default_value = "1s", value_parser = duration)]
+    debounce_max: Duration,
+    /// JWKS refresh interval (istiod: PILOT_JWT_PUB_KEY_REFRESH_INTERVAL).
+    #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m", value_parser = duration)]
+    jwks_refresh_interval: Duration,
+    /// Log format.
+    #[arg(long, env = "WAYGUARD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info,wayguard_xds=debug`).
+    #[arg(long, env = "WAYGUARD_LOG", default_value = "info")]
+    log: String,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate resources: exit 0 when all are valid, else 1 with `FILE: Kind ns/name: field: message` lines.
     Validate {
-        /// Files or directories (every .yaml/.yml/.json below a directory).
+        /// Files or directories (every .yaml/.yml below a directory).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -30,12 +101,111 @@ enum Command {
         #[arg(long)]
         gateway: String,
     },
-    /// Run the control plane.
-    Serve {
-        /// Run on a directory of Kubernetes-style YAML (watched for changes).
-        #[arg(long, env = "WAYGUARD_CONFIG_DIR")]
-        config_dir: Option<PathBuf>,
+    /// Print an Envoy bootstrap (YAML) that connects a stock Envoy to wayguard.
+    Bootstrap {
+        /// The gateway this Envoy serves, NAMESPACE/NAME.
+        #[arg(long)]
+        gateway: String,
+        /// wayguard's xDS address, HOST:PORT.
+        #[arg(long, default_value = "wayguard.istio-system.svc:15010")]
+        xds_address: String,
+        /// Envoy admin port (on 127.0.0.1).
+        #[arg(long, default_value_t = 15000)]
+        admin_port: u16,
+        /// Use Delta ADS (DELTA_GRPC).
+        #[arg(long)]
+        delta: bool,
+        /// Node id (default NAME.NAMESPACE).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Node label for selector-based policies, key=value (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
+    /// Run the control plane.
+    Serve(Box<ServeArgs>),
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let ServeArgs {
+        config_dir,
+        kubernetes,
+        xds_address,
+        admin_address,
+        extauth_address,
+        sts_address,
+        root_namespace,
+        gateway_classes,
+        waypoint_classes,
+        debounce,
+        debounce_max,
+        jwks_refresh_interval,
+        log_format,
+        log,
+    } = args;
+    init_logging(log_format, &log);
+    if kubernetes {
+        eprintln!("error: --kubernetes is not implemented yet; use --config-dir DIR");
+        return ExitCode::from(2);
+    }
+    let Some(config_dir) = config_dir else {
+        eprintln!("error: serve needs --config-dir DIR");
+        return ExitCode::from(2);
+    };
+    tracing::info!(%extauth_address, %sts_address, "ext_authz and STS are not served yet");
+    let config = crate::serve::ServeConfig {
+        config_dir,
+        xds_address,
+        admin_address,
+        root_namespace,
+        gateway_classes,
+        waypoint_classes,
+        debounce,
+        debounce_max,
+        jwks_refresh_interval,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(crate::serve::run(config, crate::serve::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_result(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Parses the command line and runs it.
@@ -56,42 +226,27 @@ pub fn main() -> ExitCode {
         Command::ConfigDump {
             config_dir,
             gateway,
-        } => match crate::dump::run(config_dir, &gateway) {
-            Ok(value) => match serde_json::to_string_pretty(&value) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
+        } => print_result(
+            crate::dump::run(config_dir, &gateway)
+                .and_then(|v| serde_json::to_string_pretty(&v).map_err(Into::into)),
+        ),
+        Command::Bootstrap {
+            gateway,
+            xds_address,
+            admin_port,
+            delta,
+            node_id,
+            labels,
+        } => print_result(crate::bootstrap::render(
+            &crate::bootstrap::BootstrapOptions {
+                gateway,
+                xds_address,
+                admin_port,
+                delta,
+                node_id,
+                labels,
             },
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Command::Serve { config_dir } => {
-            let Some(dir) = config_dir else {
-                eprintln!(
-                    "error: serve needs --config-dir DIR (the Kubernetes source is not implemented yet)"
-                );
-                return ExitCode::from(2);
-            };
-            let mut stdout = std::io::stdout().lock();
-            let summary = match crate::validate::run(&[dir], &mut stdout) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            eprintln!(
-                "loaded {} resources ({} errors, {} warnings); serving xDS is not implemented yet (issue 4)",
-                summary.resources, summary.errors, summary.warnings
-            );
-            ExitCode::from(3)
-        }
+        )),
+        Command::Serve(args) => serve(*args),
     }
 }

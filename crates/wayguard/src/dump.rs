@@ -72,7 +72,7 @@ pub fn run(config_dir: PathBuf, gateway: &str) -> Result<serde_json::Value> {
     })?;
     Ok(json!({
         "gateway": id.to_string(),
-        "httpFilters": filters_to_json(&filters.filters)?,
+        "httpFilters": filters_to_json(&filters.filters())?,
         "diagnostics": filters.diagnostics.iter().map(|d| format!("{}/{}: {}", d.namespace, d.name, d.message)).collect::<Vec<_>>(),
     }))
 }

@@ -1,8 +1,13 @@
 //! wayguard: the binary's wiring (command line, sources, serving, admin), also usable
 //! in-process by tests.
 
+pub mod admin;
+pub mod bootstrap;
 pub mod cli;
 pub mod dump;
 pub mod files;
 pub mod keys;
+pub mod pipeline;
+pub mod serve;
+pub mod source;
 pub mod validate;

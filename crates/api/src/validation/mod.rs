@@ -97,6 +97,7 @@ pub fn validate(resource: &Resource) -> Report {
         | Resource::Service(_)
         | Resource::EndpointSlice(_)
         | Resource::Secret(_)
+        | Resource::ConfigMap(_)
         | Resource::Namespace(_) => {}
     }
     report

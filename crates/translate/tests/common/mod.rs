@@ -91,7 +91,7 @@ pub fn translate(index: &Index) -> serde_json::Value {
     let auth = index.gateway_auth(&GatewayId::new("foo", "waypoint"));
     let out = http_auth_filters(&auth, &ctx);
     serde_json::json!({
-        "httpFilters": filters_to_json(&out.filters).expect("renders"),
+        "httpFilters": filters_to_json(&out.filters()).expect("renders"),
         "diagnostics": out.diagnostics.iter().map(|d| format!("{}/{}: {}", d.namespace, d.name, d.message)).collect::<Vec<_>>(),
     })
 }

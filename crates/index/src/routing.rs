@@ -1,0 +1,902 @@
+//! A gateway's listeners, routes, clusters and certificates (Gateway API semantics), resolved
+//! from Gateways, HTTPRoutes, waypoint-bound Services, EndpointSlices, Secrets and ConfigMaps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use wayguard_api::gateway_api::apis::standard::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    GatewayListenersTlsMode, GatewayTlsFrontendDefaultValidationMode,
+    GatewayTlsFrontendPerPortTlsValidationMode,
+};
+use wayguard_api::gateway_api::apis::standard::httproutes::{
+    HttpRoute, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
+};
+use wayguard_api::resource::{Kind, ObjectRef, Resource};
+use wayguard_core::GatewayId;
+use wayguard_core::routing::{
+    Cluster, FilterChain, GatewayConfig, HeaderMatch, Listener, ListenerTls, PathMatch, Problem,
+    Protocol, Route, RouteAction, RouteConfig, RouteMatch, SecretMaterial, TlsSecret, VirtualHost,
+    WeightedCluster,
+};
+
+use crate::Index;
+use crate::attach::bound_services;
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The cluster name of a Service port, like istiod's `outbound|<port>||<fqdn>`.
+pub fn cluster_name(namespace: &str, service: &str, port: u16) -> String {
+    format!("outbound|{port}||{service}.{namespace}.svc.cluster.local")
+}
+
+struct Builder<'a> {
+    index: &'a Index,
+    gw: &'a Gateway,
+    id: GatewayId,
+    problems: Vec<Problem>,
+    clusters: BTreeMap<String, Cluster>,
+    secrets: BTreeMap<String, TlsSecret>,
+}
+
+impl Index {
+    /// The full configuration of a gateway (auth included), or `None` if it is not ours.
+    pub fn gateway_config(&self, id: &GatewayId) -> Option<GatewayConfig> {
+        let gw = self.gateway(id)?;
+        if !self
+            .config
+            .gateway_classes
+            .contains(&gw.spec.gateway_class_name)
+        {
+            return None;
+        }
+        let mut b = Builder {
+            index: self,
+            gw,
+            id: id.clone(),
+            problems: Vec::new(),
+            clusters: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        };
+        let (listeners, routes) = b.listeners();
+        let mut problems = b.problems;
+        problems.sort();
+        problems.dedup();
+        Some(GatewayConfig {
+            id: id.clone(),
+            listeners,
+            routes,
+            clusters: b.clusters.into_values().collect(),
+            secrets: b.secrets.into_values().collect(),
+            auth: self.gateway_auth(id),
+            problems,
+        })
+    }
+
+    fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
+        self.entry(&ObjectRef {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })?
+        .valid
+        .as_ref()
+    }
+
+    /// Whether a ReferenceGrant in `to_ns` lets `from_kind` objects of `from_ns` reference
+    /// `to_kind/to_name` (always true within one namespace).
+    fn reference_allowed(
+        &self,
+        from_kind: &str,
+        from_ns: &str,
+        to_kind: &str,
+        to_ns: &str,
+        to_name: &str,
+    ) -> bool {
+        if from_ns == to_ns {
+            return true;
+        }
+        self.valid(Kind::ReferenceGrant).any(|r| match r {
+            Resource::ReferenceGrant(g) if g.metadata.namespace.as_deref() == Some(to_ns) => {
+                g.spec.from.iter().any(|f| {
+                    f.group == GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns
+                }) && g.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == to_name)
+                })
+            }
+            _ => false,
+        })
+    }
+}
+
+fn hostname_intersection(listener: Option<&str>, route: &str) -> Option<String> {
+    let Some(l) = listener.filter(|l| !l.is_empty()) else {
+        return Some(route.to_string());
+    };
+    let matches = |wild: &str, host: &str| {
+        wild.strip_prefix('*')
+            .is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
+    };
+    if l == route || matches(l, route) {
+        Some(route.to_string())
+    } else if matches(route, l) {
+        Some(l.to_string())
+    } else {
+        None
+    }
+}
+
+impl Builder<'_> {
+    fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            object: object.into(),
+            message: message.into(),
+        });
+    }
+
+    fn bind_address(&self) -> String {
+        self.gw
+            .spec
+            .addresses
+            .iter()
+            .flatten()
+            .find(|a| a.r#type.as_deref().is_none_or(|t| t == "IPAddress"))
+            .and_then(|a| a.value.clone())
+            .unwrap_or_else(|| "0.0.0.0".into())
+    }
+
+    fn listeners(&mut self) -> (Vec<Listener>, Vec<RouteConfig>) {
+        let address = self.bind_address();
+        let mut by_port: BTreeMap<u16, Listener> = BTreeMap::new();
+        let mut routes = Vec::new();
+        for gl in &self.gw.spec.listeners {
+            let object = format!("Gateway {} listener {}", self.id, gl.name);
+            let protocol = match gl.protocol.as_str() {
+                "HTTP" => Protocol::Http,
+                "HTTPS" => Protocol::Https,
+                other => {
+                    self.problem(&object, format!(
+                        "protocol {other} is not supported by wayguard on stock Envoy (HTTP and HTTPS are); this listener is not programmed"
+                    ));
+                    continue;
+                }
+            };
+            let Ok(port) = u16::try_from(gl.port) else {
+                self.problem(&object, format!("port {} is out of range", gl.port));
+                continue;
+            };
+            let tls = match protocol {
+                Protocol::Https => match self.listener_tls(gl, port, &object) {
+                    Some(tls) => Some(tls),
+                    None => continue,
+                },
+                Protocol::Http => None,
+            };
+            let route_config = match protocol {
+                Protocol::Http => format!("http-{port}"),
+                Protocol::Https => format!("https-{port}-{}", gl.name),
+            };
+            let listener = by_port.entry(port).or_insert_with(|| Listener {
+                name: format!(
+                    "{}-{port}",
+                    if protocol == Protocol::Http {
+                        "http"
+                    } else {
+                        "https"
+                    }
+                ),
+                address: address.clone(),
+                port,
+                protocol,
+                chains: Vec::new(),
+            });
+            if listener.protocol != protocol {
+                self.problem(&object, format!("port {port} already serves another protocol; this listener is not programmed"));
+                continue;
+            }
+            let hosts = self.virtual_hosts_for(gl, port);
+            match protocol {
+                Protocol::Http => {
+                    if let Some(existing) = routes
+                        .iter_mut()
+                        .find(|r: &&mut RouteConfig| r.name == route_config)
+                    {
+                        merge_hosts(&mut existing.virtual_hosts, hosts);
+                    } else {
+                        routes.push(RouteConfig {
+                            name: route_config.clone(),
+                            virtual_hosts: hosts,
+                        });
+                        listener.chains.push(FilterChain {
+                            name: gl.name.clone(),
+                            server_names: vec![],
+                            tls: None,
+                            route_config,
+                        });
+                    }
+                }
+                Protocol::Https => {
+                    routes.push(RouteConfig {
+                        name: route_config.clone(),
+                        virtual_hosts: hosts,
+                    });
+                    listener.chains.push(FilterChain {
+                        name: gl.name.clone(),
+                        server_names: gl
+                            .hostname
+                            .iter()
+                            .filter(|h| !h.is_empty())
+                            .cloned()
+                            .collect(),
+                        tls,
+                        route_config,
+                    });
+                }
+            }
+        }
+        (
+            by_port
+                .into_values()
+                .filter(|l| !l.chains.is_empty())
+                .collect(),
+            routes,
+        )
+    }
+
+    fn listener_tls(
+        &mut self,
+        gl: &GatewayListeners,
+        port: u16,
+        object: &str,
+    ) -> Option<ListenerTls> {
+        let Some(tls) = &gl.tls else {
+            self.problem(
+                object,
+                "HTTPS needs tls.certificateRefs; this listener is not programmed",
+            );
+            return None;
+        };
+        if tls.mode == Some(GatewayListenersTlsMode::Passthrough) {
+            self.problem(object, "TLS Passthrough is not supported (HTTPS listeners terminate TLS); this listener is not programmed");
+            return None;
+        }
+        let mut certificates = Vec::new();
+        for r in tls.certificate_refs.iter().flatten() {
+            let kind = r.kind.as_deref().unwrap_or("Secret");
+            let ns = r
+                .namespace
+                .clone()
+                .unwrap_or_else(|| self.id.namespace.clone());
+            if r.group.as_deref().is_some_and(|g| !g.is_empty()) || kind != "Secret" {
+                self.problem(
+                    object,
+                    format!("certificateRef {kind} {ns}/{} is not a core Secret", r.name),
+                );
+                continue;
+            }
+            if !self
+                .index
+                .reference_allowed("Gateway", &self.id.namespace, "Secret", &ns, &r.name)
+            {
+                self.problem(object, format!("certificateRef Secret {ns}/{} is in another namespace and no ReferenceGrant allows it", r.name));
+                continue;
+            }
+            match self.tls_secret(&ns, &r.name) {
+                Ok(name) => certificates.push(name),
+                Err(e) => self.problem(object, e),
+            }
+        }
+        if certificates.is_empty() {
+            self.problem(
+                object,
+                "no usable certificate (tls.certificateRefs); this listener is not programmed",
+            );
+            return None;
+        }
+        let (refs, insecure) = self.frontend_validation(port);
+        let mut client_ca = None;
+        for (kind, ns, name) in refs {
+            if !self
+                .index
+                .reference_allowed("Gateway", &self.id.namespace, &kind, &ns, &name)
+            {
+                self.problem(object, format!("caCertificateRef {kind} {ns}/{name} is in another namespace and no ReferenceGrant allows it"));
+                continue;
+            }
+            match self.ca_secret(&kind, &ns, &name) {
+                Ok(sds) => {
+                    client_ca = Some(sds);
+                    break;
+                }
+                Err(e) => self.problem(object, e),
+            }
+        }
+        if client_ca.is_none() && self.frontend_validation_configured(port) {
+            // Validation was asked for but no CA resolved: refuse rather than serve without mTLS.
+            self.problem(object, "client certificate validation is configured but no CA certificate resolved; this listener is not programmed (failing closed)");
+            return None;
+        }
+        Some(ListenerTls {
+            certificates,
+            require_client_certificate: client_ca.is_some() && !insecure,
+            client_ca,
+        })
+    }
+
+    fn frontend_validation_configured(&self, port: u16) -> bool {
+        !self.frontend_validation(port).0.is_empty()
+    }
+
+    /// CA refs `(kind, namespace, name)` and whether invalid/missing client certs are allowed.
+    fn frontend_validation(&self, port: u16) -> (Vec<(String, String, String)>, bool) {
+        let Some(frontend) = self.gw.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+            return (vec![], false);
+        };
+        let ns = |n: &Option<String>| n.clone().unwrap_or_else(|| self.id.namespace.clone());
+        if let Some(per_port) = frontend
+            .per_port
+            .iter()
+            .flatten()
+            .find(|p| p.port == i32::from(port))
+        {
+            let Some(v) = &per_port.tls.validation else {
+                return (vec![], false);
+            };
+            return (
+                v.ca_certificate_refs
+                    .iter()
+                    .map(|r| (r.kind.clone(), ns(&r.namespace), r.name.clone()))
+                    .collect(),
+                v.mode == Some(GatewayTlsFrontendPerPortTlsValidationMode::AllowInsecureFallback),
+            );
+        }
+        let Some(v) = &frontend.default.validation else {
+            return (vec![], false);
+        };
+        (
+            v.ca_certificate_refs
+                .iter()
+                .map(|r| (r.kind.clone(), ns(&r.namespace), r.name.clone()))
+                .collect(),
+            v.mode == Some(GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback),
+        )
+    }
+
+    fn tls_secret(&mut self, ns: &str, name: &str) -> Result<String, String> {
+        let Some(Resource::Secret(secret)) = self.index.find(Kind::Secret, ns, name) else {
+            return Err(format!("Secret {ns}/{name} not found"));
+        };
+        let data = secret.data.clone().unwrap_or_default();
+        let text = |k: &str| {
+            data.get(k)
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .or_else(|| secret.string_data.as_ref().and_then(|s| s.get(k).cloned()))
+        };
+        let (Some(chain), Some(key)) = (text("tls.crt"), text("tls.key")) else {
+            return Err(format!(
+                "Secret {ns}/{name} needs tls.crt and tls.key (type kubernetes.io/tls)"
+            ));
+        };
+        if !chain.contains("-----BEGIN CERTIFICATE-----") || !key.contains("PRIVATE KEY-----") {
+            return Err(format!(
+                "Secret {ns}/{name}: tls.crt and tls.key must be PEM"
+            ));
+        }
+        let sds = format!("{ns}/{name}");
+        self.secrets.insert(
+            sds.clone(),
+            TlsSecret {
+                name: sds.clone(),
+                material: SecretMaterial::Certificate {
+                    chain: Arc::from(chain),
+                    key: Arc::from(key),
+                },
+            },
+        );
+        Ok(sds)
+    }
+
+    fn ca_secret(&mut self, kind: &str, ns: &str, name: &str) -> Result<String, String> {
+        let ca = match (
+            kind,
+            self.index.find(
+                if kind == "Secret" {
+                    Kind::Secret
+                } else {
+                    Kind::ConfigMap
+                },
+                ns,
+                name,
+            ),
+        ) {
+            ("ConfigMap", Some(Resource::ConfigMap(cm))) => {
+                cm.data.as_ref().and_then(|d| d.get("ca.crt").cloned())
+            }
+            ("Secret", Some(Resource::Secret(s))) => s
+                .data
+                .as_ref()
+                .and_then(|d| d.get("ca.crt"))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok()),
+            ("ConfigMap" | "Secret", _) => return Err(format!("{kind} {ns}/{name} not found")),
+            _ => {
+                return Err(format!(
+                    "caCertificateRef kind {kind} is not supported (ConfigMap or Secret with ca.crt)"
+                ));
+            }
+        };
+        let Some(ca) = ca.filter(|c| c.contains("-----BEGIN CERTIFICATE-----")) else {
+            return Err(format!("{kind} {ns}/{name} has no PEM ca.crt"));
+        };
+        let sds = format!("{ns}/{name}/ca.crt");
+        self.secrets.insert(
+            sds.clone(),
+            TlsSecret {
+                name: sds.clone(),
+                material: SecretMaterial::ValidationContext { ca: Arc::from(ca) },
+            },
+        );
+        Ok(sds)
+    }
+
+    fn route_allowed(&self, gl: &GatewayListeners, route_ns: &str) -> bool {
+        let from = gl
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.namespaces.as_ref())
+            .and_then(|n| n.from.clone())
+            .unwrap_or(GatewayListenersAllowedRoutesNamespacesFrom::Same);
+        match from {
+            GatewayListenersAllowedRoutesNamespacesFrom::All => true,
+            GatewayListenersAllowedRoutesNamespacesFrom::Same => route_ns == self.id.namespace,
+            GatewayListenersAllowedRoutesNamespacesFrom::Selector => {
+                let selector = gl
+                    .allowed_routes
+                    .as_ref()
+                    .and_then(|a| a.namespaces.as_ref())
+                    .and_then(|n| n.selector.as_ref())
+                    .and_then(|s| s.match_labels.clone())
+                    .unwrap_or_default();
+                let labels = match self.index.find(Kind::Namespace, "", route_ns) {
+                    Some(Resource::Namespace(n)) => n.metadata.labels.clone().unwrap_or_default(),
+                    _ => BTreeMap::new(),
+                };
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            }
+        }
+    }
+
+    fn virtual_hosts_for(&mut self, gl: &GatewayListeners, port: u16) -> Vec<VirtualHost> {
+        let mut hosts: BTreeMap<String, Vec<(SortKey, Route)>> = BTreeMap::new();
+        let routes: Vec<HttpRoute> = self
+            .index
+            .valid(Kind::HttpRoute)
+            .filter_map(|r| match r {
+                Resource::HttpRoute(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        for route in &routes {
+            let route_ns = route.metadata.namespace.clone().unwrap_or_default();
+            let route_name = route.metadata.name.clone().unwrap_or_default();
+            let attaches = route.spec.parent_refs.iter().flatten().any(|p| {
+                p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                    && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                    && p.name == self.id.name
+                    && p.namespace.as_deref().unwrap_or(&route_ns) == self.id.namespace
+                    && p.section_name.as_deref().is_none_or(|s| s == gl.name)
+                    && p.port.is_none_or(|p| p == i32::from(port))
+            });
+            if !attaches || !self.route_allowed(gl, &route_ns) {
+                continue;
+            }
+            let route_hosts = route.spec.hostnames.clone().unwrap_or_default();
+            let effective: Vec<String> = if route_hosts.is_empty() {
+                vec![
+                    gl.hostname
+                        .clone()
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| "*".into()),
+                ]
+            } else {
+                route_hosts
+                    .iter()
+                    .filter_map(|h| hostname_intersection(gl.hostname.as_deref(), h))
+                    .collect()
+            };
+            let object = format!("HTTPRoute {route_ns}/{route_name}");
+            let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
+                let action = self.rule_action(&object, &route_ns, rule);
+                let default_match = [HttpRouteRulesMatches::default()];
+                let matches: &[HttpRouteRulesMatches] = match rule.matches.as_deref() {
+                    Some(m) if !m.is_empty() => m,
+                    _ => &default_match,
+                };
+                for (mi, m) in matches.iter().enumerate() {
+                    let Some(matcher) = route_match(m) else {
+                        self.problem(
+                            &object,
+                            format!("rules[{ri}].matches[{mi}] has an empty path value"),
+                        );
+                        continue;
+                    };
+                    let key = SortKey::new(&matcher, created, &route_ns, &route_name, ri, mi);
+                    let r = Route {
+                        name: format!("{route_ns}/{route_name}/rule/{ri}/match/{mi}"),
+                        matcher,
+                        action: action.clone(),
+                    };
+                    for host in &effective {
+                        hosts
+                            .entry(host.clone())
+                            .or_default()
+                            .push((key.clone(), r.clone()));
+                    }
+                }
+            }
+        }
+        let mut out: Vec<VirtualHost> = hosts
+            .into_iter()
+            .map(|(host, mut routes)| {
+                routes.sort_by(|a, b| a.0.cmp(&b.0));
+                VirtualHost {
+                    name: host.clone(),
+                    domains: vec![host],
+                    routes: routes.into_iter().map(|(_, r)| r).collect(),
+                }
+            })
+            .collect();
+        out.extend(self.bound_service_hosts(&out));
+        out
+    }
+
+    /// Routes for Services bound to this gateway with `istio.io/use-waypoint`.
+    fn bound_service_hosts(&mut self, existing: &[VirtualHost]) -> Vec<VirtualHost> {
+        let taken: BTreeSet<&String> = existing.iter().flat_map(|v| &v.domains).collect();
+        let mut out = Vec::new();
+        for (ns, name) in bound_services(self.index, &self.id) {
+            let Some(Resource::Service(svc)) = self.index.find(Kind::Service, &ns, &name) else {
+                continue;
+            };
+            let svc = svc.clone();
+            let mut domains = vec![
+                format!("{name}.{ns}.svc.cluster.local"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}"),
+            ];
+            if ns == self.id.namespace {
+                domains.push(name.clone());
+            }
+            domains.retain(|d| !taken.contains(d));
+            let ports: Vec<u16> = svc_ports(&svc);
+            let mut routes = Vec::new();
+            // A Host with an explicit port picks that Service port; without one, the first port.
+            for p in &ports {
+                let cluster = self.cluster(&ns, &name, *p);
+                routes.push(Route {
+                    name: format!("{ns}/{name}/port/{p}"),
+                    matcher: RouteMatch {
+                        headers: vec![HeaderMatch {
+                            name: ":authority".into(),
+                            value: format!(".*:{p}"),
+                            regex: true,
+                        }],
+                        ..Default::default()
+                    },
+                    action: forward(cluster),
+                });
+            }
+            if let Some(first) = ports.first() {
+                let cluster = self.cluster(&ns, &name, *first);
+                routes.push(Route {
+                    name: format!("{ns}/{name}/default"),
+                    matcher: RouteMatch::default(),
+                    action: forward(cluster),
+                });
+            }
+            if !routes.is_empty() && !domains.is_empty() {
+                out.push(VirtualHost {
+                    name: format!("{ns}/{name}"),
+                    domains,
+                    routes,
+                });
+            }
+        }
+        out
+    }
+
+    fn rule_action(
+        &mut self,
+        object: &str,
+        route_ns: &str,
+        rule: &wayguard_api::gateway_api::apis::standard::httproutes::HttpRouteRules,
+    ) -> RouteAction {
+        if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            self.problem(
+                object,
+                "HTTPRoute filters are not supported yet; requests to this rule get 500",
+            );
+            return invalid_backend();
+        }
+        let mut clusters = Vec::new();
+        for b in rule.backend_refs.iter().flatten() {
+            let weight = b.weight.unwrap_or(1);
+            if weight <= 0 {
+                continue;
+            }
+            let ns = b.namespace.clone().unwrap_or_else(|| route_ns.to_string());
+            if b.group.as_deref().is_some_and(|g| !g.is_empty())
+                || b.kind.as_deref().unwrap_or("Service") != "Service"
+            {
+                self.problem(
+                    object,
+                    format!(
+                        "backendRef {} is not a core Service; requests to it get 500",
+                        b.name
+                    ),
+                );
+                clusters.push(WeightedCluster {
+                    cluster: String::new(),
+                    weight: weight as u32,
+                });
+                continue;
+            }
+            let Some(port) = b.port.and_then(|p| u16::try_from(p).ok()) else {
+                self.problem(
+                    object,
+                    format!("backendRef Service {ns}/{} needs a port", b.name),
+                );
+                clusters.push(WeightedCluster {
+                    cluster: String::new(),
+                    weight: weight as u32,
+                });
+                continue;
+            };
+            if !self
+                .index
+                .reference_allowed("HTTPRoute", route_ns, "Service", &ns, &b.name)
+            {
+                self.problem(object, format!("backendRef Service {ns}/{} is in another namespace and no ReferenceGrant allows it", b.name));
+                clusters.push(WeightedCluster {
+                    cluster: String::new(),
+                    weight: weight as u32,
+                });
+                continue;
+            }
+            match self.index.find(Kind::Service, &ns, &b.name) {
+                Some(Resource::Service(svc)) if svc_ports(svc).contains(&port) => {
+                    clusters.push(WeightedCluster {
+                        cluster: self.cluster(&ns, &b.name, port),
+                        weight: weight as u32,
+                    });
+                }
+                Some(_) => {
+                    self.problem(
+                        object,
+                        format!("Service {ns}/{} has no port {port}", b.name),
+                    );
+                    clusters.push(WeightedCluster {
+                        cluster: String::new(),
+                        weight: weight as u32,
+                    });
+                }
+                None => {
+                    self.problem(
+                        object,
+                        format!(
+                            "backendRef Service {ns}/{} not found; requests to it get 500",
+                            b.name
+                        ),
+                    );
+                    clusters.push(WeightedCluster {
+                        cluster: String::new(),
+                        weight: weight as u32,
+                    });
+                }
+            }
+        }
+        // Gateway API: requests to invalid backends get 500; with weights, in proportion.
+        if clusters.iter().all(|c| c.cluster.is_empty()) {
+            return invalid_backend();
+        }
+        RouteAction::Forward(clusters)
+    }
+
+    /// Registers the cluster of a Service port with its endpoints, returning its name.
+    fn cluster(&mut self, ns: &str, service: &str, port: u16) -> String {
+        let name = cluster_name(ns, service, port);
+        if self.clusters.contains_key(&name) {
+            return name;
+        }
+        let Some(Resource::Service(svc)) = self.index.find(Kind::Service, ns, service) else {
+            return name;
+        };
+        let svc_port = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ps| ps.iter().find(|p| p.port == i32::from(port)));
+        let port_name = svc_port.and_then(|p| p.name.clone()).unwrap_or_default();
+        let http2 = svc_port
+            .and_then(|p| p.app_protocol.as_deref())
+            .is_some_and(|a| matches!(a, "kubernetes.io/h2c" | "grpc" | "http2" | "h2c"));
+        let mut endpoints = BTreeSet::new();
+        for r in self.index.valid(Kind::EndpointSlice) {
+            let Resource::EndpointSlice(slice) = r else {
+                continue;
+            };
+            if slice.metadata.namespace.as_deref() != Some(ns)
+                || slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .map(String::as_str)
+                    != Some(service)
+                || !matches!(slice.address_type.as_str(), "IPv4" | "IPv6")
+            {
+                continue;
+            }
+            let Some(target) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.clone().unwrap_or_default() == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            for ep in slice.endpoints.iter().flatten() {
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for addr in &ep.addresses {
+                    endpoints.insert((addr.clone(), target));
+                }
+            }
+        }
+        self.clusters.insert(
+            name.clone(),
+            Cluster {
+                name: name.clone(),
+                endpoints: endpoints.into_iter().collect(),
+                http2,
+            },
+        );
+        name
+    }
+}
+
+fn svc_ports(svc: &Service) -> Vec<u16> {
+    let mut ports: Vec<u16> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+fn forward(cluster: String) -> RouteAction {
+    RouteAction::Forward(vec![WeightedCluster { cluster, weight: 1 }])
+}
+
+fn invalid_backend() -> RouteAction {
+    RouteAction::Direct {
+        status: 500,
+        body: "no valid backend for this route (see the HTTPRoute's problems in wayguard's /debug/status)\n".into(),
+    }
+}
+
+fn merge_hosts(into: &mut Vec<VirtualHost>, hosts: Vec<VirtualHost>) {
+    for h in hosts {
+        match into.iter_mut().find(|v| v.domains == h.domains) {
+            Some(v) => v.routes.extend(h.routes),
+            None => into.push(h),
+        }
+    }
+}
+
+fn route_match(m: &HttpRouteRulesMatches) -> Option<RouteMatch> {
+    let path = match &m.path {
+        None => PathMatch::Prefix("/".into()),
+        Some(p) => {
+            let value = p.value.clone().unwrap_or_else(|| "/".into());
+            if value.is_empty() {
+                return None;
+            }
+            match p
+                .r#type
+                .clone()
+                .unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix)
+            {
+                HttpRouteRulesMatchesPathType::Exact => PathMatch::Exact(value),
+                HttpRouteRulesMatchesPathType::PathPrefix => PathMatch::Prefix(value),
+                HttpRouteRulesMatchesPathType::RegularExpression => PathMatch::Regex(value),
+            }
+        }
+    };
+    let headers = m
+        .headers
+        .iter()
+        .flatten()
+        .map(|h| HeaderMatch {
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.clone(),
+            regex: h.r#type == Some(HttpRouteRulesMatchesHeadersType::RegularExpression),
+        })
+        .collect();
+    let query = m
+        .query_params
+        .iter()
+        .flatten()
+        .map(|q| HeaderMatch {
+            name: q.name.clone(),
+            value: q.value.clone(),
+            regex: q.r#type == Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression),
+        })
+        .collect();
+    let method = m.method.as_ref().and_then(|meth| {
+        serde_json::to_value(meth)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+    });
+    Some(RouteMatch {
+        path,
+        headers,
+        query,
+        method,
+    })
+}
+
+/// Gateway API route precedence: exact path, then longest prefix, then regex; then method,
+/// header and query match counts; then oldest route, namespace/name, rule and match order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    path_rank: (u8, std::cmp::Reverse<usize>),
+    method: std::cmp::Reverse<bool>,
+    headers: std::cmp::Reverse<usize>,
+    query: std::cmp::Reverse<usize>,
+    created: Option<k8s_openapi::jiff::Timestamp>,
+    namespace: String,
+    name: String,
+    rule: usize,
+    matcher: usize,
+}
+
+impl SortKey {
+    fn new(
+        m: &RouteMatch,
+        created: Option<k8s_openapi::jiff::Timestamp>,
+        ns: &str,
+        name: &str,
+        rule: usize,
+        matcher: usize,
+    ) -> Self {
+        let path_rank = match &m.path {
+            PathMatch::Exact(p) => (0, std::cmp::Reverse(p.len())),
+            PathMatch::Prefix(p) => (1, std::cmp::Reverse(p.len())),
+            PathMatch::Regex(p) => (2, std::cmp::Reverse(p.len())),
+        };
+        SortKey {
+            path_rank,
+            method: std::cmp::Reverse(m.method.is_some()),
+            headers: std::cmp::Reverse(m.headers.len()),
+            query: std::cmp::Reverse(m.query.len()),
+            created,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            rule,
+            matcher,
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! A gateway's model -> Envoy LDS/RDS/CDS/EDS/SDS/ECDS resources.
+//!
+//! The jwt_authn and the three local RBAC filters are delivered over ECDS
+//! (`TypedExtensionConfig`) in fixed slots: a policy change then updates one extension config,
+//! which applies to the next request on existing connections, instead of replacing the listener
+//! (whose old filter chains keep serving open keep-alive connections until they drain). A slot
+//! with no policy carries a no-op config. CUSTOM filters (rare changes) stay inline.
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster as EnvoyCluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::Address;
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, ExtensionConfigSource,
+    Http2ProtocolOptions, SocketAddress, TransportSocket, TypedExtensionConfig, address,
+    config_source, data_source, socket_address, transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain as EnvoyFilterChain, FilterChainMatch, Listener as EnvoyListener,
+    ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, Route as EnvoyRoute, RouteAction,
+    RouteConfiguration, RouteMatch as EnvoyRouteMatch, VirtualHost as EnvoyVirtualHost,
+    WeightedCluster, header_matcher, query_parameter_matcher, route, route_action, route_match,
+    weighted_cluster,
+};
+use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    TlsCertificate, common_tls_context, secret,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
+use prost::Name;
+use wayguard_core::routing::{
+    Cluster, GatewayConfig, HeaderMatch, Listener, PathMatch, Protocol, RouteAction as CoreAction,
+    RouteConfig, SecretMaterial, TlsSecret,
+};
+
+use crate::any::to_any;
+use crate::{AuthContext, Diagnostic, http_auth_filters, matcher as m, names};
+
+/// ECDS resource names of the auth slots, in chain order.
+pub mod slots {
+    /// jwt_authn.
+    pub const JWT: &str = "wayguard.jwt_authn";
+    /// RBAC AUDIT (action LOG).
+    pub const RBAC_AUDIT: &str = "wayguard.rbac.audit";
+    /// RBAC DENY.
+    pub const RBAC_DENY: &str = "wayguard.rbac.deny";
+    /// RBAC ALLOW.
+    pub const RBAC_ALLOW: &str = "wayguard.rbac.allow";
+}
+
+/// Every Envoy resource of one gateway.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayResources {
+    /// LDS.
+    pub listeners: Vec<EnvoyListener>,
+    /// RDS.
+    pub routes: Vec<RouteConfiguration>,
+    /// CDS.
+    pub clusters: Vec<EnvoyCluster>,
+    /// EDS.
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    /// SDS.
+    pub secrets: Vec<Secret>,
+    /// ECDS (the auth filter slots).
+    pub extension_configs: Vec<TypedExtensionConfig>,
+    /// Problems found while translating policies.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+fn seconds(s: i64) -> PbDuration {
+    PbDuration {
+        seconds: s,
+        nanos: 0,
+    }
+}
+
+fn inline(s: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_string())),
+        ..Default::default()
+    }
+}
+
+/// Translates a gateway.
+pub fn gateway_resources(config: &GatewayConfig, ctx: &AuthContext<'_>) -> GatewayResources {
+    let auth = http_auth_filters(&config.auth, ctx);
+    let filters = chain(&auth.custom);
+    let slot = |name: &str, any: envoy_types::pb::google::protobuf::Any| TypedExtensionConfig {
+        name: name.to_string(),
+        typed_config: Some(any),
+    };
+    let rbac_slot = |name: &str, rbac: &Option<RbacFilter>| {
+        slot(name, to_any(&rbac.clone().unwrap_or_default()))
+    };
+    let extension_configs = vec![
+        slot(slots::JWT, to_any(&auth.jwt.clone().unwrap_or_default())),
+        rbac_slot(slots::RBAC_AUDIT, &auth.audit),
+        rbac_slot(slots::RBAC_DENY, &auth.deny),
+        rbac_slot(slots::RBAC_ALLOW, &auth.allow),
+    ];
+    GatewayResources {
+        listeners: config
+            .listeners
+            .iter()
+            .map(|l| listener(l, &filters))
+            .collect(),
+        routes: config.routes.iter().map(route_config).collect(),
+        clusters: config.clusters.iter().map(cluster).collect(),
+        endpoints: config.clusters.iter().map(load_assignment).collect(),
+        secrets: config.secrets.iter().map(secret).collect(),
+        extension_configs,
+        diagnostics: auth.diagnostics,
+    }
+}
+
+/// The HTTP filter chain: CUSTOM filters, the four ECDS slots, router.
+fn chain(custom: &[HttpFilter]) -> Vec<HttpFilter> {
+    let discovered = |name: &str, type_url: String| HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::ConfigDiscovery(
+            ExtensionConfigSource {
+                config_source: Some(ads()),
+                type_urls: vec![type_url],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let mut filters = custom.to_vec();
+    filters.push(discovered(slots::JWT, JwtAuthentication::type_url()));
+    for slot in [slots::RBAC_AUDIT, slots::RBAC_DENY, slots::RBAC_ALLOW] {
+        filters.push(discovered(slot, RbacFilter::type_url()));
+    }
+    filters.push(HttpFilter {
+        name: names::ROUTER.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    });
+    filters
+}
+
+fn hcm(
+    l: &Listener,
+    route_config: &str,
+    filters: &[HttpFilter],
+    tls: bool,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: l.name.clone(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_config.to_string(),
+        })),
+        http_filters: filters.to_vec(),
+        // The gateway is the edge: the peer is the client (remote.ip / ipBlocks semantics).
+        use_remote_address: Some(BoolValue { value: true }),
+        // Authorization on paths must see the path the backend sees: RFC 3986 normalisation,
+        // merged slashes, and %2F/%5C decoded with a redirect (istio DECODE_AND_MERGE_SLASHES;
+        // see CVE-2021-31920 for what goes wrong otherwise).
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
+        path_with_escaped_slashes_action:
+            http_connection_manager::PathWithEscapedSlashesAction::UnescapeAndRedirect as i32,
+        forward_client_cert_details: if tls {
+            http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32
+        } else {
+            http_connection_manager::ForwardClientCertDetails::Sanitize as i32
+        },
+        set_current_client_cert_details: tls.then(|| {
+            http_connection_manager::SetCurrentClientCertDetails {
+                uri: true,
+                ..Default::default()
+            }
+        }),
+        ..Default::default()
+    }
+}
+
+fn listener(l: &Listener, filters: &[HttpFilter]) -> EnvoyListener {
+    let https = l.protocol == Protocol::Https;
+    let chains = l
+        .chains
+        .iter()
+        .map(|c| {
+            let manager = hcm(l, &c.route_config, filters, https);
+            let transport_socket = c.tls.as_ref().map(|tls| {
+                let sds = |name: &String| SdsSecretConfig { name: name.clone(), sds_config: Some(ads()) };
+                let context = DownstreamTlsContext {
+                    common_tls_context: Some(CommonTlsContext {
+                        tls_certificate_sds_secret_configs: tls.certificates.iter().map(sds).collect(),
+                        validation_context_type: tls.client_ca.as_ref().map(|ca| {
+                            common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(ca))
+                        }),
+                        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+                        ..Default::default()
+                    }),
+                    require_client_certificate: Some(BoolValue { value: tls.require_client_certificate }),
+                    ..Default::default()
+                };
+                TransportSocket {
+                    name: "envoy.transport_sockets.tls".into(),
+                    config_type: Some(transport_socket::ConfigType::TypedConfig(to_any(&context))),
+                }
+            });
+            EnvoyFilterChain {
+                name: c.name.clone(),
+                filter_chain_match: (!c.server_names.is_empty()).then(|| FilterChainMatch {
+                    server_names: c.server_names.clone(),
+                    ..Default::default()
+                }),
+                filters: vec![Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(to_any(&manager))),
+                }],
+                transport_socket,
+                ..Default::default()
+            }
+        })
+        .collect();
+    EnvoyListener {
+        name: l.name.clone(),
+        address: Some(socket(&l.address, l.port)),
+        filter_chains: chains,
+        listener_filters: if https {
+            vec![ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(to_any(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            }]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
+
+fn socket(address: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn header_matcher(h: &HeaderMatch) -> HeaderMatcher {
+    HeaderMatcher {
+        name: h.name.clone(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+            if h.regex {
+                m::regex(&h.value)
+            } else {
+                m::exact(&h.value, false)
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn route_config(rc: &RouteConfig) -> RouteConfiguration {
+    RouteConfiguration {
+        name: rc.name.clone(),
+        virtual_hosts: rc
+            .virtual_hosts
+            .iter()
+            .map(|vh| EnvoyVirtualHost {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                routes: vh.routes.iter().map(envoy_route).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        // Hostnames match with or without the port in the Host header.
+        ignore_port_in_host_matching: true,
+        ..Default::default()
+    }
+}
+
+fn envoy_route(r: &wayguard_core::routing::Route) -> EnvoyRoute {
+    let path_specifier = match &r.matcher.path {
+        PathMatch::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
+        PathMatch::Prefix(p) if p == "/" => route_match::PathSpecifier::Prefix("/".into()),
+        PathMatch::Prefix(p) => {
+            route_match::PathSpecifier::PathSeparatedPrefix(p.trim_end_matches('/').to_string())
+        }
+        PathMatch::Regex(p) => route_match::PathSpecifier::SafeRegex(
+            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                regex: p.clone(),
+                ..Default::default()
+            },
+        ),
+    };
+    let mut headers: Vec<HeaderMatcher> = r.matcher.headers.iter().map(header_matcher).collect();
+    if let Some(method) = &r.matcher.method {
+        headers.push(HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                m::exact(method, false),
+            )),
+            ..Default::default()
+        });
+    }
+    let action = match &r.action {
+        CoreAction::Direct { status, body } => {
+            route::Action::DirectResponse(DirectResponseAction {
+                status: *status,
+                body: Some(inline(body)),
+                ..Default::default()
+            })
+        }
+        CoreAction::Forward(clusters) => {
+            let specifier = if clusters.len() == 1 && !clusters[0].cluster.is_empty() {
+                route_action::ClusterSpecifier::Cluster(clusters[0].cluster.clone())
+            } else {
+                route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                    clusters: clusters
+                        .iter()
+                        .map(|c| weighted_cluster::ClusterWeight {
+                            // Invalid backends point at a cluster that does not exist: 500 (below).
+                            name: if c.cluster.is_empty() {
+                                "wayguard.invalid-backend".into()
+                            } else {
+                                c.cluster.clone()
+                            },
+                            weight: Some(UInt32Value { value: c.weight }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            };
+            route::Action::Route(RouteAction {
+                cluster_specifier: Some(specifier),
+                cluster_not_found_response_code:
+                    route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
+                ..Default::default()
+            })
+        }
+    };
+    EnvoyRoute {
+        name: r.name.clone(),
+        r#match: Some(EnvoyRouteMatch {
+            path_specifier: Some(path_specifier),
+            headers,
+            query_parameters: r
+                .matcher
+                .query
+                .iter()
+                .map(|q| QueryParameterMatcher {
+                    name: q.name.clone(),
+                    query_parameter_match_specifier: Some(
+                        query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                            if q.regex {
+                                m::regex(&q.value)
+                            } else {
+                                m::exact(&q.value, false)
+                            },
+                        ),
+                    ),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        action: Some(action),
+        ..Default::default()
+    }
+}
+
+fn cluster(c: &Cluster) -> EnvoyCluster {
+    let mut options = std::collections::HashMap::new();
+    if c.http2 {
+        options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            to_any(&HttpProtocolOptions {
+                upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                )),
+                ..Default::default()
+            }),
+        );
+    }
+    EnvoyCluster {
+        name: c.name.clone(),
+        connect_timeout: Some(seconds(5)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: c.name.clone(),
+        }),
+        typed_extension_protocol_options: options,
+        ..Default::default()
+    }
+}
+
+fn load_assignment(c: &Cluster) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: c.name.clone(),
+        endpoints: if c.endpoints.is_empty() {
+            vec![]
+        } else {
+            vec![LocalityLbEndpoints {
+                lb_endpoints: c
+                    .endpoints
+                    .iter()
+                    .map(|(ip, port)| LbEndpoint {
+                        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                            address: Some(socket(ip, *port)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }]
+        },
+        ..Default::default()
+    }
+}
+
+fn secret(s: &TlsSecret) -> Secret {
+    let kind = match &s.material {
+        SecretMaterial::Certificate { chain, key } => {
+            secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(chain)),
+                private_key: Some(inline(key)),
+                ..Default::default()
+            })
+        }
+        SecretMaterial::ValidationContext { ca } => {
+            secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(inline(ca)),
+                ..Default::default()
+            })
+        }
+    };
+    Secret {
+        name: s.name.clone(),
+        r#type: Some(kind),
+    }
+}

@@ -1,0 +1,211 @@
+//! The admin server: `/live`, `/ready`, `/metrics`, `/debug/config_dump`, `/debug/connections`,
+//! `/debug/jwks`, `/debug/status`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use wayguard_translate::json::any_to_json;
+use wayguard_xds::ConnectionRegistry;
+
+use crate::pipeline::Pipeline;
+use crate::source::FileProblem;
+
+/// What the admin server reads.
+pub struct AdminState {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// xDS connections.
+    pub connections: ConnectionRegistry,
+    /// Metrics registry.
+    pub registry: Mutex<Registry>,
+    /// Set once sources synced and the first snapshots were built.
+    pub ready: AtomicBool,
+    /// File source problems.
+    pub file_problems: Mutex<Vec<FileProblem>>,
+}
+
+/// Serves the admin endpoints until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/connections", get(connections))
+        .route("/debug/jwks", get(jwks))
+        .route("/debug/status", get(status))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the admin address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn ready(State(s): State<Arc<AdminState>>) -> Response {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: sources syncing or first snapshots not built\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &s.registry.lock()) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn json_response(value: Value) -> Response {
+    match serde_json::to_string_pretty(&value) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text + "\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Replaces private keys in rendered secrets.
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "privateKey" {
+                    *v = json!({"inlineString": "[redacted]"});
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+async fn config_dump(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let Some(gateway) = q.get("gateway") else {
+        let keys = s.pipeline.cache.keys();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "add ?gateway=NAMESPACE/NAME (gateways: {})\n",
+                keys.join(", ")
+            ),
+        )
+            .into_response();
+    };
+    let Some(snapshot) = s.pipeline.cache.get(gateway) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no configuration for gateway {gateway}\n"),
+        )
+            .into_response();
+    };
+    let mut types = serde_json::Map::new();
+    for type_url in snapshot.type_urls() {
+        let Some(resources) = snapshot.resources(type_url) else {
+            continue;
+        };
+        let mut items = Vec::new();
+        for (name, versioned) in resources.resources() {
+            let mut config = any_to_json(versioned.resource.as_any())
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            redact(&mut config);
+            items.push(
+                json!({"name": name, "version": versioned.version.to_string(), "config": config}),
+            );
+        }
+        types.insert(
+            type_url.to_string(),
+            json!({"version": resources.version().to_string(), "resources": items}),
+        );
+    }
+    json_response(json!({
+        "gateway": gateway,
+        "version": snapshot.version().to_string(),
+        "resources": types,
+    }))
+}
+
+async fn connections(State(s): State<Arc<AdminState>>) -> Response {
+    json_response(serde_json::to_value(s.connections.snapshot()).unwrap_or_default())
+}
+
+async fn jwks(State(s): State<Arc<AdminState>>) -> Response {
+    json_response(serde_json::to_value(s.pipeline.keys.resolver().entries()).unwrap_or_default())
+}
+
+async fn status(State(s): State<Arc<AdminState>>) -> Response {
+    let index = s.pipeline.index.read();
+    let mut rejected = Vec::new();
+    let mut warnings = Vec::new();
+    for (key, entry) in index.entries() {
+        if let Some((_, report)) = &entry.rejected {
+            rejected.push(json!({
+                "object": key.to_string(),
+                "errors": report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "inEffect": if entry.valid.is_some() { "last valid version" } else { "nothing" },
+            }));
+        }
+        for w in &entry.warnings.warnings {
+            warnings.push(format!("{key}: {w}"));
+        }
+    }
+    drop(index);
+    let nacks: Vec<Value> = s
+        .connections
+        .snapshot()
+        .into_iter()
+        .flat_map(|c| {
+            let node = c.node_id.clone();
+            let gateway = c.gateway.clone();
+            c.types.into_iter().filter_map(move |(type_url, t)| {
+                t.last_nack
+                    .map(|n| json!({"node": node, "gateway": gateway, "type": type_url, "nack": n}))
+            })
+        })
+        .collect();
+    json_response(json!({
+        "ready": s.ready.load(Ordering::Acquire),
+        "files": *s.file_problems.lock(),
+        "rejected": rejected,
+        "warnings": warnings,
+        "gateways": *s.pipeline.status.read(),
+        "nacks": nacks,
+    }))
+}

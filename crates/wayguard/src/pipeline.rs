@@ -1,0 +1,250 @@
+//! Index -> translation -> snapshot cache. Every gateway is re-translated on a change; the cache
+//! compares contents, so only gateways whose resources changed get a push.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use wayguard_core::GatewayId;
+use wayguard_core::authn::JwtRule;
+use wayguard_core::authz::ExtAuthzProvider;
+use wayguard_index::Index;
+use wayguard_translate::AuthContext;
+use wayguard_translate::gateway::{GatewayResources, gateway_resources};
+use wayguard_xds::{Resource, SnapshotCache};
+
+use crate::keys::KeyMaterial;
+
+/// Pipeline metrics.
+#[derive(Clone, Debug)]
+pub struct PipelineMetrics {
+    rebuilds: Counter,
+    gateways: Gauge,
+    translate_seconds: Histogram,
+    changed_gateways: Counter,
+}
+
+impl PipelineMetrics {
+    /// Registers the metrics (prefix them with the registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            rebuilds: Counter::default(),
+            gateways: Gauge::default(),
+            translate_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            changed_gateways: Counter::default(),
+        };
+        registry.register(
+            "rebuilds",
+            "Translations of every gateway after a source change",
+            m.rebuilds.clone(),
+        );
+        registry.register("gateways", "Gateways programmed", m.gateways.clone());
+        registry.register(
+            "translate_seconds",
+            "Time to translate every gateway and set the snapshots",
+            m.translate_seconds.clone(),
+        );
+        registry.register(
+            "changed_gateways",
+            "Gateways whose resources changed (and were pushed) after a rebuild",
+            m.changed_gateways.clone(),
+        );
+        m
+    }
+}
+
+/// What happened to one gateway in the last build, for `/debug/status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GatewayStatus {
+    /// Snapshot version now in the cache.
+    pub version: String,
+    /// Listeners, routes, clusters programmed.
+    pub listeners: usize,
+    /// Route configurations.
+    pub routes: usize,
+    /// Clusters.
+    pub clusters: usize,
+    /// Problems (unsupported listeners, unresolved references).
+    pub problems: Vec<String>,
+    /// Policy translation problems.
+    pub diagnostics: Vec<String>,
+}
+
+/// The pipeline's shared state.
+pub struct Pipeline {
+    /// The index.
+    pub index: RwLock<Index>,
+    /// Key material.
+    pub keys: KeyMaterial,
+    /// xDS snapshots.
+    pub cache: SnapshotCache,
+    /// CUSTOM providers.
+    pub providers: BTreeMap<String, ExtAuthzProvider>,
+    /// Last build per gateway.
+    pub status: RwLock<BTreeMap<String, GatewayStatus>>,
+    metrics: PipelineMetrics,
+}
+
+/// Converts translated resources into cache resources.
+pub fn to_xds(r: GatewayResources) -> Vec<Resource> {
+    let mut out: Vec<Resource> = Vec::new();
+    out.extend(r.listeners.into_iter().map(Resource::from_named));
+    out.extend(r.routes.into_iter().map(Resource::from_named));
+    out.extend(r.clusters.into_iter().map(Resource::from_named));
+    out.extend(r.endpoints.into_iter().map(Resource::from_named));
+    out.extend(r.secrets.into_iter().map(Resource::from_named));
+    out.extend(r.extension_configs.into_iter().map(Resource::from_named));
+    out
+}
+
+impl Pipeline {
+    /// A pipeline over an index.
+    pub fn new(
+        index: Index,
+        keys: KeyMaterial,
+        cache: SnapshotCache,
+        providers: BTreeMap<String, ExtAuthzProvider>,
+        metrics: PipelineMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            index: RwLock::new(index),
+            keys,
+            cache,
+            providers,
+            status: RwLock::new(BTreeMap::new()),
+            metrics,
+        })
+    }
+
+    /// Every JWT rule attached to any gateway.
+    fn all_rules(&self) -> Vec<JwtRule> {
+        let index = self.index.read();
+        index
+            .gateways()
+            .iter()
+            .flat_map(|g| index.gateway_auth(g).jwt_rules)
+            .collect()
+    }
+
+    /// Starts the JWKS fetches of every rule and waits (bounded) for first fetches to finish, so a
+    /// new issuer is not served fail-closed while its keys are on the way.
+    pub async fn settle_keys(&self, limit: Duration) {
+        let rules = self.all_rules();
+        if rules.is_empty() {
+            return;
+        }
+        for rule in &rules {
+            self.keys.config(rule);
+        }
+        if !self.keys.settled(&rules) {
+            let deadline = rules
+                .iter()
+                .map(|r| r.timeout)
+                .max()
+                .unwrap_or_default()
+                .min(limit);
+            self.keys.wait_settled(&rules, deadline).await;
+        }
+    }
+
+    /// The translated resources of one gateway (for config-dump).
+    pub fn translate(&self, id: &GatewayId) -> Option<GatewayResources> {
+        let config = self.index.read().gateway_config(id)?;
+        let jwks = |rule: &JwtRule| self.keys.config(rule);
+        let ctx = AuthContext {
+            jwks: &jwks,
+            providers: &self.providers,
+            clear_route_cache: true,
+        };
+        Some(gateway_resources(&config, &ctx))
+    }
+
+    /// Translates every gateway and updates the cache. Returns the gateways that changed.
+    pub fn rebuild(&self) -> Vec<String> {
+        let start = Instant::now();
+        let gateways = self.index.read().gateways();
+        let mut changed = Vec::new();
+        let mut statuses = BTreeMap::new();
+        for id in &gateways {
+            let key = id.to_string();
+            let Some(config) = self.index.read().gateway_config(id) else {
+                continue;
+            };
+            let jwks = |rule: &JwtRule| self.keys.config(rule);
+            let ctx = AuthContext {
+                jwks: &jwks,
+                providers: &self.providers,
+                clear_route_cache: true,
+            };
+            let resources = gateway_resources(&config, &ctx);
+            let mut status = GatewayStatus {
+                listeners: resources.listeners.len(),
+                routes: resources.routes.len(),
+                clusters: resources.clusters.len(),
+                problems: config
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.object, p.message))
+                    .collect(),
+                diagnostics: resources
+                    .diagnostics
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "AuthorizationPolicy {}/{}: {}",
+                            d.namespace, d.name, d.message
+                        )
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            match self.cache.set(&key, to_xds(resources)) {
+                Ok(outcome) => {
+                    status.version = outcome.version.to_string();
+                    if outcome.changed {
+                        tracing::info!(gateway = %key, version = %outcome.version, types = ?outcome.changed_types, "configuration changed");
+                        changed.push(key.clone());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(gateway = %key, error = %e, "snapshot rejected; the previous one stays in effect");
+                    status.problems.push(format!("snapshot rejected: {e}"));
+                }
+            }
+            for p in &status.problems {
+                tracing::debug!(gateway = %key, problem = %p);
+            }
+            statuses.insert(key, status);
+        }
+        // Gateways that went away: their Envoys get an empty configuration.
+        let live: BTreeSet<String> = gateways.iter().map(ToString::to_string).collect();
+        for key in self.cache.keys() {
+            if !live.contains(&key) {
+                match self.cache.set(&key, Vec::new()) {
+                    Ok(o) if o.changed => {
+                        tracing::info!(gateway = %key, "gateway removed; its configuration was emptied");
+                        changed.push(key.clone());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(gateway = %key, error = %e, "emptying snapshot failed")
+                    }
+                }
+            }
+        }
+        *self.status.write() = statuses;
+        self.metrics.rebuilds.inc();
+        self.metrics.gateways.set(gateways.len() as i64);
+        self.metrics.changed_gateways.inc_by(changed.len() as u64);
+        self.metrics
+            .translate_seconds
+            .observe(start.elapsed().as_secs_f64());
+        changed
+    }
+}

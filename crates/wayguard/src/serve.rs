@@ -1,0 +1,261 @@
+//! `wayguard serve`: sources -> index -> translation -> xDS, plus the admin server.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use notify::{EventKind, RecursiveMode, Watcher};
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use wayguard_index::{Index, IndexConfig};
+use wayguard_jwks::{JwksResolver, ResolverConfig, ScheduleConfig};
+use wayguard_xds::{SnapshotCache, XdsServer};
+
+use crate::admin::{self, AdminState};
+use crate::keys::KeyMaterial;
+use crate::pipeline::{Pipeline, PipelineMetrics};
+use crate::source::FileSource;
+
+/// Settings of `wayguard serve` (see [`crate::cli`] for flags).
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Directory of YAML to serve.
+    pub config_dir: PathBuf,
+    /// xDS listen address.
+    pub xds_address: SocketAddr,
+    /// Admin listen address.
+    pub admin_address: SocketAddr,
+    /// Root namespace.
+    pub root_namespace: String,
+    /// Gateway classes to program.
+    pub gateway_classes: Vec<String>,
+    /// Classes of waypoints.
+    pub waypoint_classes: Vec<String>,
+    /// Quiet period that batches source changes.
+    pub debounce: Duration,
+    /// Longest a change waits while changes keep coming.
+    pub debounce_max: Duration,
+    /// JWKS refresh interval.
+    pub jwks_refresh_interval: Duration,
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Whether a file event means "content is final": written and closed, created (including
+/// renamed into place), removed or renamed. Plain data modifications are skipped so a file is
+/// not read half-written; its close-write follows.
+fn is_settled(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Modify(ModifyKind::Any)
+            | EventKind::Any
+    )
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if !config.config_dir.is_dir() {
+        bail!(
+            "--config-dir {}: not a directory",
+            config.config_dir.display()
+        );
+    }
+    let mut registry = Registry::with_prefix("wayguard");
+    let xds_metrics = wayguard_xds::Metrics::register(registry.sub_registry_with_prefix("xds"));
+    let jwks_metrics = wayguard_jwks::Metrics::register(registry.sub_registry_with_prefix("jwks"));
+    let pipeline_metrics = PipelineMetrics::register(registry.sub_registry_with_prefix("config"));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let resolver = JwksResolver::new(
+        ResolverConfig {
+            schedule: ScheduleConfig {
+                refresh_interval: config.jwks_refresh_interval,
+                ..ScheduleConfig::default()
+            },
+            ..ResolverConfig::default()
+        },
+        jwks_metrics,
+    )
+    .context("building the JWKS resolver")?;
+    let jwks_task = resolver.spawn(stopped());
+    let keys = KeyMaterial::new(resolver.clone());
+
+    let index = Index::new(IndexConfig {
+        root_namespace: config.root_namespace.clone(),
+        gateway_classes: config.gateway_classes.clone(),
+        waypoint_classes: config.waypoint_classes.clone(),
+    });
+    let cache = SnapshotCache::new();
+    let pipeline = Pipeline::new(
+        index,
+        keys,
+        cache.clone(),
+        BTreeMap::new(),
+        pipeline_metrics,
+    );
+
+    // Initial load.
+    let mut source = FileSource::new(config.config_dir.clone());
+    {
+        let mut index = pipeline.index.write();
+        source
+            .scan(&mut index)
+            .with_context(|| format!("reading {}", config.config_dir.display()))?;
+    }
+    for p in source.problems() {
+        tracing::warn!(file = %p.file, problem = %p.message, "skipped");
+    }
+    let xds = XdsServer::new(cache.clone(), xds_metrics);
+    let connections = xds.registry().clone();
+    let admin_state = Arc::new(AdminState {
+        pipeline: pipeline.clone(),
+        connections,
+        registry: Mutex::new(registry),
+        ready: Default::default(),
+        file_problems: Mutex::new(source.problems()),
+    });
+
+    // Serve admin and xDS before the first snapshot: Envoy connects and waits for it.
+    let admin_listener = admin::bind(config.admin_address)
+        .await
+        .with_context(|| format!("binding --admin-address {}", config.admin_address))?;
+    let xds_listener = tokio::net::TcpListener::bind(config.xds_address)
+        .await
+        .with_context(|| format!("binding --xds-address {}", config.xds_address))?;
+    tracing::info!(xds = %config.xds_address, admin = %config.admin_address, dir = %config.config_dir.display(), "serving");
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), stopped()));
+    let xds_task = tokio::spawn({
+        let shutdown = stopped();
+        async move { xds.serve_with_listener(xds_listener, shutdown).await }
+    });
+
+    pipeline.settle_keys(Duration::from_secs(10)).await;
+    let changed = pipeline.rebuild();
+    tracing::info!(gateways = changed.len(), "initial configuration built");
+    admin_state.ready.store(true, Ordering::Release);
+
+    // File watcher: settled events wake the pipeline loop.
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            // Only manifests (or directories, whose removal takes manifests along) matter; an editor's
+            // temporary files must not use up the leading edge of the debounce.
+            Ok(e)
+                if is_settled(&e.kind)
+                    && e.paths
+                        .iter()
+                        .any(|p| crate::files::is_manifest(p) || p.extension().is_none()) =>
+            {
+                let _ = events_tx.send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "file watch error"),
+        })
+        .context("starting the file watcher")?;
+    watcher
+        .watch(&config.config_dir, RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", config.config_dir.display()))?;
+
+    let mut jwks_changes = resolver.changes();
+    let loop_pipeline = pipeline.clone();
+    let loop_state = admin_state.clone();
+    let debounce = config.debounce;
+    let debounce_max = config.debounce_max;
+    let mut loop_stop = Box::pin(stopped());
+    let pipeline_task = tokio::spawn(async move {
+        let mut last_run = Instant::now() - debounce;
+        loop {
+            // Wait for the first change.
+            let mut files_changed = tokio::select! {
+                _ = &mut loop_stop => return,
+                e = events_rx.recv() => { if e.is_none() { return; } true }
+                r = jwks_changes.changed() => { if r.is_err() { return; } false }
+            };
+            // Leading edge after a quiet period; otherwise coalesce until quiet or the cap.
+            let first = Instant::now();
+            if first.duration_since(last_run) < debounce {
+                let cap = tokio::time::Instant::from_std(first + debounce_max);
+                loop {
+                    let quiet = tokio::time::Instant::now() + debounce;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(quiet.min(cap)) => break,
+                        e = events_rx.recv() => { if e.is_none() { return; } files_changed = true; }
+                        r = jwks_changes.changed() => { if r.is_err() { return; } }
+                    }
+                }
+            }
+            while events_rx.try_recv().is_ok() {
+                files_changed = true;
+            }
+            if files_changed {
+                let outcome = {
+                    let mut index = loop_pipeline.index.write();
+                    source.scan(&mut index)
+                };
+                match outcome {
+                    Ok(o) => {
+                        tracing::debug!(files = o.files_read, changed = o.changed, "rescanned")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rescan failed; keeping the current state")
+                    }
+                }
+                *loop_state.file_problems.lock() = source.problems();
+                loop_pipeline.settle_keys(Duration::from_secs(2)).await;
+            }
+            loop_pipeline.rebuild();
+            last_run = Instant::now();
+        }
+    });
+
+    shutdown.await;
+    tracing::info!("shutting down: draining xDS streams");
+    let _ = stop_tx.send(true);
+    drop(watcher);
+    let deadline = Duration::from_secs(10);
+    let _ = tokio::time::timeout(deadline, async {
+        let _ = pipeline_task.await;
+        let _ = xds_task.await;
+        let _ = admin_task.await;
+        let _ = jwks_task.await;
+    })
+    .await;
+    Ok(())
+}
