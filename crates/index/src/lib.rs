@@ -269,4 +269,6 @@ fn policy_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
 }
 
 #[cfg(test)]
+mod routing_tests;
+#[cfg(test)]
 mod tests;

@@ -14,7 +14,6 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use wayguard_translate::json::any_to_json;
 use wayguard_xds::ConnectionRegistry;
 
 use crate::pipeline::Pipeline;
@@ -97,23 +96,6 @@ fn json_response(value: Value) -> Response {
     }
 }
 
-/// Replaces private keys in rendered secrets.
-fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                if k == "privateKey" {
-                    *v = json!({"inlineString": "[redacted]"});
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
 async fn config_dump(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -136,30 +118,7 @@ async fn config_dump(
         )
             .into_response();
     };
-    let mut types = serde_json::Map::new();
-    for type_url in snapshot.type_urls() {
-        let Some(resources) = snapshot.resources(type_url) else {
-            continue;
-        };
-        let mut items = Vec::new();
-        for (name, versioned) in resources.resources() {
-            let mut config = any_to_json(versioned.resource.as_any())
-                .unwrap_or_else(|e| json!({"error": e.to_string()}));
-            redact(&mut config);
-            items.push(
-                json!({"name": name, "version": versioned.version.to_string(), "config": config}),
-            );
-        }
-        types.insert(
-            type_url.to_string(),
-            json!({"version": resources.version().to_string(), "resources": items}),
-        );
-    }
-    json_response(json!({
-        "gateway": gateway,
-        "version": snapshot.version().to_string(),
-        "resources": types,
-    }))
+    json_response(crate::render::snapshot_json(gateway, &snapshot))
 }
 
 async fn connections(State(s): State<Arc<AdminState>>) -> Response {

@@ -1,19 +1,22 @@
-//! `wayguard config-dump --config-dir DIR --gateway NS/NAME`.
+//! `wayguard config-dump --config-dir DIR --gateway NS/NAME`: the same resources (and JSON) a
+//! running `wayguard serve` would push and show at `/debug/config_dump`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use wayguard_core::GatewayId;
 use wayguard_index::{Index, IndexConfig};
 use wayguard_jwks::{JwksResolver, Metrics, ResolverConfig};
-use wayguard_translate::{AuthContext, filters_to_json, http_auth_filters};
+use wayguard_xds::SnapshotCache;
 
 use crate::keys::KeyMaterial;
+use crate::pipeline::{Pipeline, PipelineMetrics};
 
-/// Prints the Envoy configuration wayguard generates for `gateway` as JSON.
+/// Builds the configuration of `gateway` from `config_dir` and renders it.
 pub fn run(config_dir: PathBuf, gateway: &str) -> Result<serde_json::Value> {
     let id = GatewayId::parse(gateway)
         .with_context(|| format!("--gateway {gateway:?}: expected NAMESPACE/NAME"))?;
@@ -23,7 +26,7 @@ pub fn run(config_dir: PathBuf, gateway: &str) -> Result<serde_json::Value> {
     for p in &problems {
         eprintln!("warning: {p}");
     }
-    if index.gateway(&id).is_none() {
+    if index.gateway_config(&id).is_none() {
         let known: Vec<String> = index.gateways().iter().map(ToString::to_string).collect();
         bail!(
             "no Gateway {id} with a wayguard class in {} (gateways: {})",
@@ -35,44 +38,31 @@ pub fn run(config_dir: PathBuf, gateway: &str) -> Result<serde_json::Value> {
             }
         );
     }
-    let auth = index.gateway_auth(&id);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let filters = runtime.block_on(async {
+    runtime.block_on(async {
         let resolver = JwksResolver::new(ResolverConfig::default(), Metrics::default())?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = resolver.spawn(async move {
             let _ = stopped.await;
         });
-        let keys = KeyMaterial::new(resolver);
-        // Start every fetch, then wait (bounded) for them to finish.
-        for rule in &auth.jwt_rules {
-            keys.config(rule);
-        }
-        let deadline = auth
-            .jwt_rules
-            .iter()
-            .map(|r| r.timeout)
-            .max()
-            .unwrap_or_default()
-            + Duration::from_secs(1);
-        keys.wait_settled(&auth.jwt_rules, deadline).await;
-        let jwks = |rule: &wayguard_core::authn::JwtRule| keys.config(rule);
-        let providers = BTreeMap::new();
-        let ctx = AuthContext {
-            jwks: &jwks,
-            providers: &providers,
-            clear_route_cache: true,
-        };
-        let out = http_auth_filters(&auth, &ctx);
+        let cache = SnapshotCache::new();
+        let metrics = PipelineMetrics::register(&mut Registry::default());
+        let pipeline = Pipeline::new(
+            index,
+            KeyMaterial::new(resolver),
+            cache.clone(),
+            BTreeMap::new(),
+            metrics,
+        );
+        pipeline.settle_keys(Duration::from_secs(10)).await;
+        pipeline.rebuild();
         let _ = stop.send(());
         let _ = task.await;
+        let snapshot = cache.get(&id.to_string()).context("no snapshot built")?;
+        let mut out = crate::render::snapshot_json(&id.to_string(), &snapshot);
+        out["status"] = json!(pipeline.status.read().get(&id.to_string()));
         anyhow::Ok(out)
-    })?;
-    Ok(json!({
-        "gateway": id.to_string(),
-        "httpFilters": filters_to_json(&filters.filters())?,
-        "diagnostics": filters.diagnostics.iter().map(|d| format!("{}/{}: {}", d.namespace, d.name, d.message)).collect::<Vec<_>>(),
-    }))
+    })
 }

@@ -8,6 +8,7 @@ pub mod dump;
 pub mod files;
 pub mod keys;
 pub mod pipeline;
+pub mod render;
 pub mod serve;
 pub mod source;
 pub mod validate;
