@@ -1,0 +1,455 @@
+//! A complete tier-2 setup: config dir, echo backend, `wayguard serve`, Envoy from
+//! `wayguard bootstrap`, and request helpers that explain failures.
+//!
+//! Layout of the scenario's temp dir: `config/` (what wayguard watches), `logs/`
+//! (`wayguard.*`, `envoy.*`), `envoy.yaml` (the bootstrap), `certs/`. The dir is kept (and its
+//! path printed) when the test panics.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::echo::EchoBackend;
+use crate::envoy::Envoy;
+use crate::http::{HttpClient, Req, Resp};
+use crate::pki::{CertKey, Pki, ca_configmap_yaml, ca_secret_yaml, tls_secret_yaml};
+use crate::poll::{Check, Deadline};
+use crate::ports::free_port;
+use crate::wayguard::{ServePorts, Wayguard, XdsMode, bootstrap};
+use crate::yaml::{self, CaRef, GatewayYaml, HttpsListener};
+
+/// Time allowed for wayguard to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for Envoy's listeners to go live (covers Envoy's xDS reconnect backoff).
+pub const LISTENER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for a config change to reach Envoy's behaviour.
+pub const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The namespace of the seed examples.
+pub const SEED_NAMESPACE: &str = "payments-prod";
+/// The gateway name of the seed examples.
+pub const SEED_GATEWAY: &str = "waypoint";
+
+#[derive(Debug, Clone)]
+struct HttpsSetup {
+    server: CertKey,
+    ca_pem: String,
+    client_ca: Option<CaRef>,
+}
+
+/// Builds a [`Scenario`].
+#[derive(Debug)]
+pub struct ScenarioBuilder {
+    mode: XdsMode,
+    namespace: String,
+    gateway: String,
+    https: Option<HttpsSetup>,
+    files: Vec<(String, String)>,
+    wayguard_args: Vec<String>,
+}
+
+impl ScenarioBuilder {
+    /// A scenario for `payments-prod/waypoint` (the seeds' gateway) in `mode`.
+    pub fn new(mode: XdsMode) -> Self {
+        Self {
+            mode,
+            namespace: SEED_NAMESPACE.into(),
+            gateway: SEED_GATEWAY.into(),
+            https: None,
+            files: Vec::new(),
+            wayguard_args: Vec::new(),
+        }
+    }
+
+    /// Another namespace/gateway name.
+    pub fn gateway(mut self, namespace: &str, name: &str) -> Self {
+        self.namespace = namespace.into();
+        self.gateway = name.into();
+        self
+    }
+
+    /// Adds a file to the config dir before wayguard starts (`name` relative, e.g.
+    /// `policies/ra.yaml`).
+    pub fn file(mut self, name: &str, text: impl Into<String>) -> Self {
+        self.files.push((name.into(), text.into()));
+        self
+    }
+
+    /// Adds an HTTPS listener with a server certificate from `pki` and client-certificate
+    /// validation against `pki`'s CA (ConfigMap `client-ca` or Secret `client-ca`).
+    pub fn https(mut self, pki: &Pki, client_ca: Option<CaRef>) -> Result<Self> {
+        self.https = Some(HttpsSetup {
+            server: pki.server_cert(&["gateway.wayguard.test"])?,
+            ca_pem: pki.ca_pem().to_string(),
+            client_ca,
+        });
+        Ok(self)
+    }
+
+    /// Extra arguments for `wayguard serve`.
+    pub fn wayguard_arg(mut self, arg: &str) -> Self {
+        self.wayguard_args.push(arg.into());
+        self
+    }
+
+    /// Writes the config dir, starts the echo backend, wayguard (waits for `/ready`), and
+    /// Envoy (waits until every gateway listener is live).
+    pub async fn start(self) -> Result<Scenario> {
+        crate::http::install_crypto_provider();
+        let dir = tempfile::Builder::new()
+            .prefix("wayguard-e2e-")
+            .tempdir()
+            .context("tempdir")?;
+        let config_dir = dir.path().join("config");
+        let log_dir = dir.path().join("logs");
+        let cert_dir = dir.path().join("certs");
+        for d in [&config_dir, &log_dir, &cert_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;
+        }
+        let echo = EchoBackend::start().await?;
+        let http_port = free_port()?;
+        let https_port = match self.https {
+            Some(_) => Some(free_port()?),
+            None => None,
+        };
+        let ns = self.namespace.clone();
+        let mut docs = vec![
+            yaml::namespace(&ns),
+            yaml::gateway(&GatewayYaml {
+                namespace: ns.clone(),
+                name: self.gateway.clone(),
+                class: "wayguard".into(),
+                http_port,
+                https: https_port.map(|port| HttpsListener {
+                    port,
+                    cert_secret: "gateway-cert".into(),
+                    client_ca: self.https.as_ref().and_then(|h| h.client_ca.clone()),
+                }),
+            }),
+            yaml::backend(&ns, "payments", 8080, echo.port()),
+            yaml::http_route(&ns, "payments", &self.gateway, "payments", 8080),
+        ];
+        if let Some(https) = &self.https {
+            https.server.write(&cert_dir, "gateway")?;
+            docs.push(tls_secret_yaml(&ns, "gateway-cert", &https.server));
+            match &https.client_ca {
+                Some(CaRef::ConfigMap(name)) => {
+                    docs.push(ca_configmap_yaml(&ns, name, &https.ca_pem))
+                }
+                Some(CaRef::Secret(name)) => docs.push(ca_secret_yaml(&ns, name, &https.ca_pem)),
+                None => {}
+            }
+        }
+        write_atomic(&config_dir.join("gateway.yaml"), &yaml::documents(&docs))?;
+        for (name, text) in &self.files {
+            write_atomic(&config_dir.join(name), text)?;
+        }
+
+        let ports = ServePorts::free()?;
+        let envoy_admin = free_port()?;
+        let mut scenario = Scenario {
+            mode: self.mode,
+            gateway: format!("{ns}/{}", self.gateway),
+            config_dir,
+            log_dir,
+            bootstrap_path: dir.path().join("envoy.yaml"),
+            ports,
+            wayguard_args: self.wayguard_args,
+            wayguard: None,
+            envoy: None,
+            http_port,
+            https_port,
+            http: HttpClient::plain(&format!("http://127.0.0.1:{http_port}"))?,
+            echo,
+            dir: Some(dir),
+        };
+        scenario.start_wayguard().await?;
+        let yaml = bootstrap(&scenario.gateway, ports.xds, envoy_admin, self.mode)?;
+        std::fs::write(&scenario.bootstrap_path, &yaml).context("writing envoy.yaml")?;
+        let mut envoy = Envoy::start(&scenario.bootstrap_path, envoy_admin, &scenario.log_dir)?;
+        let live = async {
+            envoy
+                .wait_listener_live(http_port, LISTENER_TIMEOUT)
+                .await?;
+            if let Some(port) = https_port {
+                envoy.wait_listener_live(port, LISTENER_TIMEOUT).await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        scenario.envoy = Some(envoy);
+        live.map_err(|e| anyhow!("{e:#}\n{}", scenario.wayguard_log(40)))?;
+        Ok(scenario)
+    }
+}
+
+/// Writes `text` to `path` atomically (temp file in the same dir, then rename), creating
+/// parent directories.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("bad file name {}", path.display()))?;
+    let tmp = parent.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// A running tier-2 setup. Dropping it stops Envoy and wayguard by PID.
+#[derive(Debug)]
+pub struct Scenario {
+    mode: XdsMode,
+    gateway: String,
+    config_dir: PathBuf,
+    log_dir: PathBuf,
+    bootstrap_path: PathBuf,
+    ports: ServePorts,
+    wayguard_args: Vec<String>,
+    // Field order is drop order: Envoy before wayguard, the temp dir last.
+    envoy: Option<Envoy>,
+    wayguard: Option<Wayguard>,
+    http_port: u16,
+    https_port: Option<u16>,
+    http: HttpClient,
+    echo: EchoBackend,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Scenario {
+    /// The xDS mode Envoy uses.
+    pub fn mode(&self) -> XdsMode {
+        self.mode
+    }
+
+    /// `namespace/name` of the gateway.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// The directory wayguard watches.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// The scenario's temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or_else(|| Path::new("/"), |d| d.path())
+    }
+
+    /// The echo backend.
+    pub fn echo(&self) -> &EchoBackend {
+        &self.echo
+    }
+
+    /// wayguard's ports.
+    pub fn serve_ports(&self) -> ServePorts {
+        self.ports
+    }
+
+    /// The HTTP listener's port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The HTTPS listener's port, if configured.
+    pub fn https_port(&self) -> Option<u16> {
+        self.https_port
+    }
+
+    /// The Envoy.
+    pub fn envoy(&mut self) -> Result<&mut Envoy> {
+        self.envoy
+            .as_mut()
+            .ok_or_else(|| anyhow!("envoy not started"))
+    }
+
+    /// The running wayguard, if any.
+    pub fn wayguard(&mut self) -> Option<&mut Wayguard> {
+        self.wayguard.as_mut()
+    }
+
+    /// A client for `https://127.0.0.1:<https port>` trusting `pki`, presenting `identity`.
+    pub fn tls_client(&self, pki: &Pki, identity: Option<&CertKey>) -> Result<HttpClient> {
+        let port = self
+            .https_port
+            .ok_or_else(|| anyhow!("scenario has no HTTPS listener"))?;
+        HttpClient::tls(&format!("https://127.0.0.1:{port}"), pki, identity)
+    }
+
+    /// Starts (or restarts) `wayguard serve` on the same ports and waits for `/ready`.
+    pub async fn start_wayguard(&mut self) -> Result<()> {
+        if self.wayguard.is_some() {
+            bail!("wayguard already running");
+        }
+        let mut wg = Wayguard::start(
+            &self.config_dir,
+            self.ports,
+            &self.log_dir,
+            &self.wayguard_args,
+        )?;
+        let ready = wg.wait_ready(READY_TIMEOUT).await;
+        self.wayguard = Some(wg);
+        ready
+    }
+
+    /// Stops wayguard (SIGTERM by PID, SIGKILL after the deadline); Envoy keeps running.
+    pub fn stop_wayguard(&mut self) {
+        if let Some(mut wg) = self.wayguard.take() {
+            wg.stop();
+        }
+    }
+
+    /// Writes (atomically) a file in the config dir.
+    pub fn write_config(&self, name: &str, text: &str) -> Result<()> {
+        write_atomic(&self.config_dir.join(name), text)
+    }
+
+    /// Overwrites a file in place (truncate + write, not atomic), like a plain editor save.
+    pub fn overwrite_config(&self, name: &str, text: &str) -> Result<()> {
+        let path = self.config_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Deletes a file from the config dir.
+    pub fn remove_config(&self, name: &str) -> Result<()> {
+        let path = self.config_dir.join(name);
+        std::fs::remove_file(&path).with_context(|| format!("{}", path.display()))
+    }
+
+    /// The last `lines` lines of wayguard's output (also after it stopped).
+    pub fn wayguard_log(&self, lines: usize) -> String {
+        tail_file(&self.log_dir, "wayguard", lines)
+    }
+
+    /// The last `lines` lines of Envoy's output.
+    pub fn envoy_log(&self, lines: usize) -> String {
+        tail_file(&self.log_dir, "envoy", lines)
+    }
+
+    /// Both logs, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "scenario dir: {}\n{}{}",
+            self.dir().display(),
+            self.wayguard_log(30),
+            self.envoy_log(30)
+        )
+    }
+
+    /// Sends `req` to the HTTP listener.
+    pub async fn send(&self, req: &Req) -> Result<Resp> {
+        self.http.send(req).await
+    }
+
+    /// Sends `req` once through `client` and checks the status; the error says which request,
+    /// expected vs got (with body), and shows the logs.
+    pub async fn expect_with(&self, client: &HttpClient, req: &Req, status: u16) -> Result<Resp> {
+        match client.send(req).await {
+            Ok(resp) if resp.status == status => Ok(resp),
+            Ok(resp) => Err(anyhow!(
+                "[{:?}] {} via {}: expected {status}, got {}\n{}",
+                self.mode,
+                req.describe(),
+                client.base(),
+                resp.summary(),
+                self.diagnostics()
+            )),
+            Err(e) => Err(anyhow!(
+                "[{:?}] {} via {}: expected {status}, got transport error: {e:#}\n{}",
+                self.mode,
+                req.describe(),
+                client.base(),
+                self.diagnostics()
+            )),
+        }
+    }
+
+    /// [`Scenario::expect_with`] on the HTTP listener.
+    pub async fn expect(&self, req: &Req, status: u16) -> Result<Resp> {
+        self.expect_with(&self.http, req, status).await
+    }
+
+    /// Like [`Scenario::expect`], and also checks the body (Envoy's local replies, e.g.
+    /// `"Jwt is expired"`).
+    pub async fn expect_body(&self, req: &Req, status: u16, body: &str) -> Result<Resp> {
+        let resp = self.expect(req, status).await?;
+        if resp.body != body {
+            bail!(
+                "[{:?}] {}: status {status} as expected but body {:?}, expected {body:?}",
+                self.mode,
+                req.describe(),
+                resp.body
+            );
+        }
+        Ok(resp)
+    }
+
+    /// Polls until `req` (through `client`) returns `status` (config propagation).
+    pub async fn eventually_with(
+        &self,
+        client: &HttpClient,
+        req: &Req,
+        status: u16,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let mut deadline = Deadline::new(
+            format!("[{:?}] {} to return {status}", self.mode, req.describe()),
+            timeout,
+        );
+        loop {
+            let check = match client.send(req).await {
+                Ok(resp) if resp.status == status => Check::Done(resp),
+                Ok(resp) => Check::Pending(format!("got {}", resp.summary())),
+                Err(e) => Check::Pending(format!("transport error: {e:#}")),
+            };
+            match deadline.next(check).await {
+                Ok(Some(resp)) => return Ok(resp),
+                Ok(None) => {}
+                Err(e) => return Err(anyhow!("{e:#}\n{}", self.diagnostics())),
+            }
+        }
+    }
+
+    /// [`Scenario::eventually_with`] on the HTTP listener with [`PROPAGATION_TIMEOUT`].
+    pub async fn eventually(&self, req: &Req, status: u16) -> Result<Resp> {
+        self.eventually_with(&self.http, req, status, PROPAGATION_TIMEOUT)
+            .await
+    }
+}
+
+fn tail_file(dir: &Path, stem: &str, lines: usize) -> String {
+    let mut text = String::new();
+    for ext in ["stdout", "stderr"] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let body = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = body.lines().collect();
+        let skip = all.len().saturating_sub(lines);
+        text.push_str(&format!(
+            "----- {} (last {} lines) -----\n",
+            path.display(),
+            all.len() - skip
+        ));
+        for line in &all[skip..] {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("scenario dir kept for inspection: {}", dir.keep().display());
+        }
+    }
+}
