@@ -82,3 +82,32 @@ pub enum JwksConfig {
         cache_duration: Duration,
     },
 }
+
+/// Who fetches JWKS URIs (`PILOT_JWT_ENABLE_REMOTE_JWKS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum JwksFetchMode {
+    /// wayguard fetches and inlines (`false`, `istiod`, unset; istiod's default).
+    #[default]
+    Istiod,
+    /// Envoy fetches when the JWKS host is a Service wayguard knows, else wayguard inlines
+    /// (`true`, `hybrid`). The seed says `true` means envoy; istiod's `ConvertToJwksFetchMode`
+    /// maps it to hybrid, and so do we.
+    Hybrid,
+    /// Envoy always fetches (`envoy`), through a Service cluster or a cluster wayguard defines
+    /// for the JWKS host (istiod points at a cluster name that usually does not exist).
+    Envoy,
+}
+
+impl JwksFetchMode {
+    /// Parses `PILOT_JWT_ENABLE_REMOTE_JWKS` values the way istiod does: anything unknown is Istiod.
+    pub fn parse(value: &str) -> Self {
+        match value.to_ascii_lowercase().as_str() {
+            "true" | "hybrid" => Self::Hybrid,
+            "envoy" => Self::Envoy,
+            _ => Self::Istiod,
+        }
+    }
+}
+
+/// How long Envoy caches a remote JWKS (istiod hard-codes 5 minutes).
+pub const REMOTE_JWKS_CACHE_DURATION: Duration = Duration::from_secs(300);

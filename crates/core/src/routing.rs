@@ -17,6 +17,10 @@ pub struct GatewayConfig {
     pub clusters: Vec<Cluster>,
     /// Certificates and CA bundles served over SDS, sorted by name.
     pub secrets: Vec<TlsSecret>,
+    /// Clusters to hosts outside the mesh (JWKS hosts in `envoy` fetch mode), sorted by name.
+    pub external_clusters: Vec<ExternalCluster>,
+    /// The cluster through which Envoy fetches each JWKS URI (hybrid and envoy fetch modes).
+    pub jwks_clusters: std::collections::BTreeMap<String, String>,
     /// Auth policies attached to the gateway.
     pub auth: GatewayAuth,
     /// What could not be programmed, for logs and status.
@@ -226,4 +230,17 @@ pub struct Cluster {
     pub endpoints: Vec<(String, u16)>,
     /// Speak HTTP/2 to the upstream (`appProtocol` h2c / grpc).
     pub http2: bool,
+}
+
+/// A cluster to a DNS name or IP outside the mesh.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExternalCluster {
+    /// Name.
+    pub name: String,
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS with SNI = host, verified against the system trust store.
+    pub tls: bool,
 }

@@ -31,6 +31,8 @@ pub struct IndexConfig {
     pub gateway_classes: Vec<String>,
     /// Classes whose gateways are waypoints (no selector-based attachment).
     pub waypoint_classes: Vec<String>,
+    /// Who fetches JWKS URIs.
+    pub jwks_fetch_mode: wayguard_core::authn::JwksFetchMode,
 }
 
 impl Default for IndexConfig {
@@ -39,6 +41,7 @@ impl Default for IndexConfig {
             root_namespace: "istio-system".into(),
             gateway_classes: vec!["wayguard".into(), "istio-waypoint".into()],
             waypoint_classes: vec!["istio-waypoint".into()],
+            jwks_fetch_mode: wayguard_core::authn::JwksFetchMode::Istiod,
         }
     }
 }

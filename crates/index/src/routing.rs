@@ -16,10 +16,11 @@ use wayguard_api::gateway_api::apis::standard::httproutes::{
 };
 use wayguard_api::resource::{Kind, ObjectRef, Resource};
 use wayguard_core::GatewayId;
+use wayguard_core::authn::{JwksFetchMode, JwksSource, JwtRule};
 use wayguard_core::routing::{
-    Cluster, FilterChain, GatewayConfig, HeaderMatch, Listener, ListenerTls, PathMatch, Problem,
-    Protocol, Route, RouteAction, RouteConfig, RouteMatch, SecretMaterial, TlsSecret, VirtualHost,
-    WeightedCluster,
+    Cluster, ExternalCluster, FilterChain, GatewayConfig, HeaderMatch, Listener, ListenerTls,
+    PathMatch, Problem, Protocol, Route, RouteAction, RouteConfig, RouteMatch, SecretMaterial,
+    TlsSecret, VirtualHost, WeightedCluster,
 };
 
 use crate::Index;
@@ -39,6 +40,7 @@ struct Builder<'a> {
     problems: Vec<Problem>,
     clusters: BTreeMap<String, Cluster>,
     secrets: BTreeMap<String, TlsSecret>,
+    external: BTreeMap<String, ExternalCluster>,
 }
 
 impl Index {
@@ -59,9 +61,12 @@ impl Index {
             problems: Vec::new(),
             clusters: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            external: BTreeMap::new(),
         };
         let (listeners, routes) = b.listeners();
-        let mut problems = b.problems;
+        let auth = self.gateway_auth(id);
+        let jwks_clusters = b.jwks_clusters(&auth.jwt_rules);
+        let mut problems = std::mem::take(&mut b.problems);
         problems.sort();
         problems.dedup();
         Some(GatewayConfig {
@@ -70,7 +75,9 @@ impl Index {
             routes,
             clusters: b.clusters.into_values().collect(),
             secrets: b.secrets.into_values().collect(),
-            auth: self.gateway_auth(id),
+            external_clusters: b.external.into_values().collect(),
+            jwks_clusters,
+            auth,
             problems,
         })
     }
@@ -131,6 +138,60 @@ fn hostname_intersection(listener: Option<&str>, route: &str) -> Option<String> 
 }
 
 impl Builder<'_> {
+    /// In hybrid and envoy fetch modes, the cluster through which Envoy fetches each JWKS URI:
+    /// the Service's cluster when the host is `<svc>.<ns>.svc[.cluster.local]` with that port,
+    /// else (envoy mode only) a cluster wayguard defines for the host. Discovery-only rules are
+    /// always fetched by wayguard, as istiod does.
+    fn jwks_clusters(&mut self, rules: &[JwtRule]) -> BTreeMap<String, String> {
+        let mode = self.index.config.jwks_fetch_mode;
+        let mut out = BTreeMap::new();
+        if mode == JwksFetchMode::Istiod {
+            return out;
+        }
+        for rule in rules {
+            let JwksSource::Uri(uri) = &rule.jwks else {
+                continue;
+            };
+            let Ok(url) = url::Url::parse(uri) else {
+                continue;
+            };
+            let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+                continue;
+            };
+            let service = host
+                .strip_suffix(".svc.cluster.local")
+                .or_else(|| host.strip_suffix(".svc"))
+                .unwrap_or(host)
+                .split_once('.')
+                .filter(|(_, ns)| !ns.contains('.'));
+            if let Some((svc, ns)) = service
+                && let Some(Resource::Service(s)) = self.index.find(Kind::Service, ns, svc)
+                && svc_ports(s).contains(&port)
+            {
+                let cluster = self.cluster(ns, svc, port);
+                out.insert(uri.clone(), cluster);
+                continue;
+            }
+            if mode == JwksFetchMode::Envoy {
+                let name = format!("jwks|{host}|{port}");
+                self.external.insert(
+                    name.clone(),
+                    ExternalCluster {
+                        name: name.clone(),
+                        host: host
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                        port,
+                        tls: url.scheme() == "https",
+                    },
+                );
+                out.insert(uri.clone(), name);
+            }
+        }
+        out
+    }
+
     fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             object: object.into(),

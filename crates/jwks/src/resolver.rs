@@ -129,7 +129,10 @@ impl JwksResolver {
             .scheduler
             .lock()
             .request_refresh(issuer, uri, Instant::now());
-        if answer == RefreshRequest::Scheduled {
+        if matches!(
+            answer,
+            RefreshRequest::Scheduled | RefreshRequest::RateLimited { .. }
+        ) {
             self.inner.wake.notify_one();
         }
         answer

@@ -321,8 +321,10 @@ impl Scheduler {
         completion
     }
 
-    /// Schedules an immediate fetch unless one is in flight or the entry was fetched less than
-    /// `forced_refresh_min_interval` ago.
+    /// Schedules an immediate fetch, or, when the entry was fetched less than
+    /// `forced_refresh_min_interval` ago, a fetch as soon as that interval has passed (the rate
+    /// limit defers, it never drops: a key rotated right after a fetch is still picked up within
+    /// the interval). Nothing is scheduled while a fetch is in flight (it returns the newest keys).
     pub(crate) fn request_refresh(
         &mut self,
         issuer: &str,
@@ -339,6 +341,7 @@ impl Scheduler {
         if let Some(last) = entry.last_attempt {
             let allowed_at = last + min;
             if now < allowed_at {
+                entry.next_fetch = entry.next_fetch.min(allowed_at);
                 return RefreshRequest::RateLimited {
                     retry_after: allowed_at - now,
                 };

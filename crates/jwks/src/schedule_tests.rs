@@ -406,22 +406,30 @@ fn forced_refresh_is_rate_limited_per_entry() {
             retry_after: Duration::from_secs(20)
         }
     );
+    // Deferred, not dropped: nothing now, a fetch as soon as the limit allows.
     expect_jobs(&mut s, t1, &[]);
     let t2 = t0 + Duration::from_secs(30);
-    assert_eq!(
-        s.request_refresh(ISS, Some(URI), t2),
-        RefreshRequest::Scheduled
-    );
     assert_eq!(s.next_wake(), Some(t2));
     expect_jobs(&mut s, t2, &[URI]);
     s.complete(&k(URI), ok(URI, &["a", "new"]), t2);
     assert_eq!(s.has_kid(ISS, Some(URI), "new"), Some(true));
-    // Straight after: limited again; the regular refresh is 20m after the forced one.
+    // Without further requests the regular refresh is 20m after the forced one.
+    assert_eq!(s.next_wake(), Some(t2 + 20 * MIN));
+    // An immediate request after the limit passed is scheduled at once.
+    let t3 = t2 + Duration::from_secs(30);
+    assert_eq!(
+        s.request_refresh(ISS, Some(URI), t3),
+        RefreshRequest::Scheduled
+    );
+    assert_eq!(s.next_wake(), Some(t3));
+    expect_jobs(&mut s, t3, &[URI]);
+    s.complete(&k(URI), ok(URI, &["a", "new"]), t3);
+    // Straight after: limited again, deferred by the limit.
     assert!(matches!(
-        s.request_refresh(ISS, Some(URI), t2 + Duration::from_secs(1)),
+        s.request_refresh(ISS, Some(URI), t3 + Duration::from_secs(1)),
         RefreshRequest::RateLimited { .. }
     ));
-    assert_eq!(s.next_wake(), Some(t2 + 20 * MIN));
+    assert_eq!(s.next_wake(), Some(t3 + Duration::from_secs(30)));
     // Other entries are not affected by this entry's limit.
     s.lookup(ISS, Some("https://other.example/jwks"), None, t2);
     expect_jobs(&mut s, t2, &["https://other.example/jwks"]);

@@ -140,7 +140,7 @@ pub enum RefreshRequest {
     Scheduled,
     /// A fetch is already in flight for this entry.
     InFlight,
-    /// The entry was fetched too recently; try again after `retry_after`.
+    /// The entry was fetched too recently: the refresh is deferred and happens in `retry_after`.
     RateLimited {
         /// Time until a forced refresh is allowed again.
         retry_after: Duration,

@@ -6,6 +6,9 @@
 //! (whose old filter chains keep serving open keep-alive connections until they drain). A slot
 //! with no policy carries a no-op config. CUSTOM filters (rare changes) stay inline.
 
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    AccessLog, AccessLogFilter, MetadataFilter, OrFilter, access_log, access_log_filter,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster as EnvoyCluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -13,6 +16,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     Http2ProtocolOptions, SocketAddress, TransportSocket, TypedExtensionConfig, address,
     config_source, data_source, socket_address, transport_socket,
 };
+use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -26,6 +30,9 @@ use envoy_types::pb::envoy::config::route::v3::{
     WeightedCluster, header_matcher, query_parameter_matcher, route, route_action, route_match,
     weighted_cluster,
 };
+use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::{
+    CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
+};
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -37,14 +44,18 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
     TlsCertificate, common_tls_context, secret,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    SubjectAltNameMatcher, UpstreamTlsContext, certificate_validation_context,
+    subject_alt_name_matcher,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
 use prost::Name;
 use wayguard_core::routing::{
-    Cluster, GatewayConfig, HeaderMatch, Listener, PathMatch, Protocol, RouteAction as CoreAction,
-    RouteConfig, SecretMaterial, TlsSecret,
+    Cluster, ExternalCluster, GatewayConfig, HeaderMatch, Listener, PathMatch, Protocol,
+    RouteAction as CoreAction, RouteConfig, SecretMaterial, TlsSecret,
 };
 
 use crate::any::to_any;
@@ -109,6 +120,11 @@ fn inline(s: &str) -> DataSource {
 pub fn gateway_resources(config: &GatewayConfig, ctx: &AuthContext<'_>) -> GatewayResources {
     let auth = http_auth_filters(&config.auth, ctx);
     let filters = chain(&auth.custom);
+    let access_logs = if auth.inlines_fetched_keys {
+        vec![rotation_log()]
+    } else {
+        vec![]
+    };
     let slot = |name: &str, any: envoy_types::pb::google::protobuf::Any| TypedExtensionConfig {
         name: name.to_string(),
         typed_config: Some(any),
@@ -126,10 +142,15 @@ pub fn gateway_resources(config: &GatewayConfig, ctx: &AuthContext<'_>) -> Gatew
         listeners: config
             .listeners
             .iter()
-            .map(|l| listener(l, &filters))
+            .map(|l| listener(l, &filters, &access_logs))
             .collect(),
         routes: config.routes.iter().map(route_config).collect(),
-        clusters: config.clusters.iter().map(cluster).collect(),
+        clusters: config
+            .clusters
+            .iter()
+            .map(cluster)
+            .chain(config.external_clusters.iter().map(external_cluster))
+            .collect(),
         endpoints: config.clusters.iter().map(load_assignment).collect(),
         secrets: config.secrets.iter().map(secret).collect(),
         extension_configs,
@@ -165,10 +186,67 @@ fn chain(custom: &[HttpFilter]) -> Vec<HttpFilter> {
     filters
 }
 
+/// The fast key rotation signal: an access log that only fires for requests whose token's `kid`
+/// is not in the inlined JWKS (or whose signature fails, which is what happens while the
+/// fail-closed key set is inlined), sent over gRPC to wayguard, which then refetches this
+/// gateway's key sets at once (rate-limited per URI). No token or header leaves Envoy; the filter is static,
+/// so the listener does not change when issuers do.
+fn rotation_log() -> AccessLog {
+    let on_message = |message: &str| AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::MetadataFilter(
+            MetadataFilter {
+                matcher: Some(m::metadata(
+                    names::JWT_AUTHN,
+                    &[names::JWT_FAILURE_KEY, "message"],
+                    m::value_string(m::exact(message, false)),
+                )),
+                match_if_key_not_found: Some(BoolValue { value: false }),
+            },
+        )),
+    };
+    let filter = AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::OrFilter(OrFilter {
+            filters: vec![
+                on_message(names::KID_NOT_IN_JWKS),
+                on_message(names::VERIFICATION_FAILS),
+            ],
+        })),
+    };
+    let config = HttpGrpcAccessLogConfig {
+        common_config: Some(CommonGrpcAccessLogConfig {
+            log_name: names::ROTATION_LOG.to_string(),
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: names::XDS_CLUSTER.to_string(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+            // Send each entry at once: the signal is rare and latency matters.
+            buffer_size_bytes: Some(UInt32Value { value: 1 }),
+            buffer_flush_interval: Some(PbDuration {
+                seconds: 0,
+                nanos: 10_000_000,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    AccessLog {
+        name: "envoy.access_loggers.http_grpc".into(),
+        filter: Some(filter),
+        config_type: Some(access_log::ConfigType::TypedConfig(to_any(&config))),
+    }
+}
+
 fn hcm(
     l: &Listener,
     route_config: &str,
     filters: &[HttpFilter],
+    access_logs: &[AccessLog],
     tls: bool,
 ) -> HttpConnectionManager {
     HttpConnectionManager {
@@ -179,6 +257,7 @@ fn hcm(
             route_config_name: route_config.to_string(),
         })),
         http_filters: filters.to_vec(),
+        access_log: access_logs.to_vec(),
         // The gateway is the edge: the peer is the client (remote.ip / ipBlocks semantics).
         use_remote_address: Some(BoolValue { value: true }),
         // Authorization on paths must see the path the backend sees: RFC 3986 normalisation,
@@ -203,13 +282,13 @@ fn hcm(
     }
 }
 
-fn listener(l: &Listener, filters: &[HttpFilter]) -> EnvoyListener {
+fn listener(l: &Listener, filters: &[HttpFilter], access_log: &[AccessLog]) -> EnvoyListener {
     let https = l.protocol == Protocol::Https;
     let chains = l
         .chains
         .iter()
         .map(|c| {
-            let manager = hcm(l, &c.route_config, filters, https);
+            let manager = hcm(l, &c.route_config, filters, access_log, https);
             let transport_socket = c.tls.as_ref().map(|tls| {
                 let sds = |name: &String| SdsSecretConfig { name: name.clone(), sds_config: Some(ads()) };
                 let context = DownstreamTlsContext {
@@ -424,6 +503,70 @@ fn cluster(c: &Cluster) -> EnvoyCluster {
             service_name: c.name.clone(),
         }),
         typed_extension_protocol_options: options,
+        ..Default::default()
+    }
+}
+
+/// A cluster to a host outside the mesh: DNS (or static for an IP), TLS with SNI and the host
+/// name checked against the certificate, trusted by the system roots.
+fn external_cluster(c: &ExternalCluster) -> EnvoyCluster {
+    let ip = c.host.parse::<std::net::IpAddr>().is_ok();
+    let transport_socket = c.tls.then(|| {
+        let san = SubjectAltNameMatcher {
+            san_type: if ip {
+                subject_alt_name_matcher::SanType::IpAddress
+            } else {
+                subject_alt_name_matcher::SanType::Dns
+            } as i32,
+            matcher: Some(m::exact(&c.host, false)),
+            ..Default::default()
+        };
+        let context = UpstreamTlsContext {
+            sni: if ip { String::new() } else { c.host.clone() },
+            common_tls_context: Some(CommonTlsContext {
+                validation_context_type: Some(
+                    common_tls_context::ValidationContextType::ValidationContext(
+                        CertificateValidationContext {
+                            system_root_certs: Some(
+                                certificate_validation_context::SystemRootCerts {},
+                            ),
+                            match_typed_subject_alt_names: vec![san],
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(to_any(&context))),
+        }
+    });
+    EnvoyCluster {
+        name: c.name.clone(),
+        connect_timeout: Some(seconds(5)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(if ip {
+            cluster::DiscoveryType::Static
+        } else {
+            cluster::DiscoveryType::StrictDns
+        } as i32)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: c.name.clone(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(&c.host, c.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        transport_socket,
         ..Default::default()
     }
 }

@@ -79,6 +79,8 @@ fn provider(rule: &JwtRule, jwks: JwksConfig, clear_route_cache: bool) -> JwtPro
             })
             .collect(),
         clear_route_cache,
+        // Lets the access log tell wayguard about tokens signed by a key it has not seen yet.
+        failed_status_in_metadata: crate::names::JWT_FAILURE_KEY.to_string(),
         jwks_source_specifier: Some(source),
         ..Default::default()
     }
@@ -148,20 +150,23 @@ fn requirement(names: &[String], required: &[String]) -> JwtRequirement {
 /// **stable** sort by issuer (istiod's sort is not stable; ours is deterministic).
 pub(crate) fn jwt_authn(
     rules: &[JwtRule],
-    jwks: &dyn Fn(&JwtRule) -> JwksConfig,
+    jwks: &[JwksConfig],
     clear_route_cache: bool,
 ) -> Option<JwtAuthentication> {
     if rules.is_empty() {
         return None;
     }
-    let mut sorted: Vec<&JwtRule> = rules.iter().collect();
-    sorted.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+    let mut sorted: Vec<(&JwtRule, &JwksConfig)> = rules.iter().zip(jwks).collect();
+    sorted.sort_by(|a, b| a.0.issuer.cmp(&b.0.issuer));
     let mut providers = HashMap::new();
     let mut names = Vec::new();
     let mut required = Vec::new();
-    for (i, rule) in sorted.iter().enumerate() {
+    for (i, (rule, jwks)) in sorted.into_iter().enumerate() {
         let name = format!("origins-{i}");
-        providers.insert(name.clone(), provider(rule, jwks(rule), clear_route_cache));
+        providers.insert(
+            name.clone(),
+            provider(rule, jwks.clone(), clear_route_cache),
+        );
         if rule.required {
             required.push(name.clone());
         }

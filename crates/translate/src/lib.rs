@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
-use wayguard_core::authn::{JwksConfig, JwtRule};
+use wayguard_core::authn::{JwksConfig, JwksSource, JwtRule};
 use wayguard_core::authz::{Action, ExtAuthzProvider};
 use wayguard_core::gateway::GatewayAuth;
 
@@ -59,6 +59,9 @@ pub struct AuthFilters {
     pub allow: Option<RbacFilter>,
     /// Problems found.
     pub diagnostics: Vec<Diagnostic>,
+    /// Some keys are fetched by wayguard and inlined: Envoy should report tokens whose key is
+    /// not in them (the fast key rotation signal).
+    pub inlines_fetched_keys: bool,
 }
 
 impl AuthFilters {
@@ -79,7 +82,11 @@ impl AuthFilters {
 pub fn http_auth_filters(auth: &GatewayAuth, ctx: &AuthContext<'_>) -> AuthFilters {
     let mut diagnostics = Vec::new();
     let custom = rbac::custom_filters(&auth.policies, ctx.providers, &mut diagnostics);
-    let jwt = jwt::jwt_authn(&auth.jwt_rules, ctx.jwks, ctx.clear_route_cache);
+    let keys: Vec<JwksConfig> = auth.jwt_rules.iter().map(|r| (ctx.jwks)(r)).collect();
+    let inlines_fetched_keys = auth.jwt_rules.iter().zip(&keys).any(|(r, k)| {
+        !matches!(r.jwks, JwksSource::Inline(_)) && matches!(k, JwksConfig::Inline(_))
+    });
+    let jwt = jwt::jwt_authn(&auth.jwt_rules, &keys, ctx.clear_route_cache);
     let audit = rbac::local_filter(&auth.policies, Action::Audit, false, &mut diagnostics);
     let deny = rbac::local_filter(&auth.policies, Action::Deny, false, &mut diagnostics);
     let allow = rbac::local_filter(&auth.policies, Action::Allow, false, &mut diagnostics);
@@ -91,6 +98,7 @@ pub fn http_auth_filters(auth: &GatewayAuth, ctx: &AuthContext<'_>) -> AuthFilte
         deny,
         allow,
         diagnostics,
+        inlines_fetched_keys,
     }
 }
 

@@ -76,6 +76,10 @@ struct ServeArgs {
     /// JWKS refresh interval (istiod: PILOT_JWT_PUB_KEY_REFRESH_INTERVAL).
     #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m", value_parser = duration)]
     jwks_refresh_interval: Duration,
+    /// Who fetches JWKS URIs: `istiod`/`false` (wayguard fetches and inlines), `hybrid`/`true`
+    /// (Envoy fetches from in-mesh Services, wayguard inlines the rest), `envoy` (Envoy always fetches).
+    #[arg(long, env = "PILOT_JWT_ENABLE_REMOTE_JWKS", default_value = "istiod")]
+    jwks_fetch_mode: String,
     /// Log format.
     #[arg(long, env = "WAYGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -152,6 +156,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         debounce,
         debounce_max,
         jwks_refresh_interval,
+        jwks_fetch_mode,
         log_format,
         log,
     } = args;
@@ -175,6 +180,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         debounce,
         debounce_max,
         jwks_refresh_interval,
+        jwks_fetch_mode: wayguard_core::authn::JwksFetchMode::parse(&jwks_fetch_mode),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -9,6 +9,7 @@ pub mod files;
 pub mod keys;
 pub mod pipeline;
 pub mod render;
+pub mod rotation;
 pub mod serve;
 pub mod source;
 pub mod validate;

@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use wayguard_core::GatewayId;
-use wayguard_core::authn::JwtRule;
+use wayguard_core::authn::{JwksSource, JwtRule};
 use wayguard_core::authz::ExtAuthzProvider;
 use wayguard_index::Index;
 use wayguard_translate::AuthContext;
@@ -122,20 +122,39 @@ impl Pipeline {
         })
     }
 
-    /// Every JWT rule attached to any gateway.
-    fn all_rules(&self) -> Vec<JwtRule> {
+    /// Every JWT rule whose keys wayguard fetches (not those Envoy fetches itself).
+    fn fetched_rules(&self, gateway: Option<&str>) -> Vec<JwtRule> {
         let index = self.index.read();
         index
             .gateways()
             .iter()
-            .flat_map(|g| index.gateway_auth(g).jwt_rules)
+            .filter(|g| gateway.is_none_or(|k| g.to_string() == k))
+            .filter_map(|g| index.gateway_config(g))
+            .flat_map(|c| {
+                let remote = c.jwks_clusters;
+                c.auth.jwt_rules.into_iter().filter(move |r| match &r.jwks {
+                    JwksSource::Inline(_) => false,
+                    JwksSource::Uri(uri) => !remote.contains_key(uri),
+                    JwksSource::Discovery => true,
+                })
+            })
             .collect()
+    }
+
+    /// Refetches the keys of every rule of `gateway` at once (the fast key rotation signal);
+    /// with `only_failed`, only rules with no good key set yet.
+    pub fn rotate(&self, gateway: &str, only_failed: bool) {
+        for rule in self.fetched_rules(Some(gateway)) {
+            if !only_failed || self.keys.failed(&rule) {
+                self.keys.refresh(&rule);
+            }
+        }
     }
 
     /// Starts the JWKS fetches of every rule and waits (bounded) for first fetches to finish, so a
     /// new issuer is not served fail-closed while its keys are on the way.
     pub async fn settle_keys(&self, limit: Duration) {
-        let rules = self.all_rules();
+        let rules = self.fetched_rules(None);
         if rules.is_empty() {
             return;
         }
@@ -156,7 +175,7 @@ impl Pipeline {
     /// The translated resources of one gateway (for config-dump).
     pub fn translate(&self, id: &GatewayId) -> Option<GatewayResources> {
         let config = self.index.read().gateway_config(id)?;
-        let jwks = |rule: &JwtRule| self.keys.config(rule);
+        let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
         let ctx = AuthContext {
             jwks: &jwks,
             providers: &self.providers,
@@ -176,7 +195,7 @@ impl Pipeline {
             let Some(config) = self.index.read().gateway_config(id) else {
                 continue;
             };
-            let jwks = |rule: &JwtRule| self.keys.config(rule);
+            let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
             let ctx = AuthContext {
                 jwks: &jwks,
                 providers: &self.providers,

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub debounce_max: Duration,
     /// JWKS refresh interval.
     pub jwks_refresh_interval: Duration,
+    /// Who fetches JWKS URIs.
+    pub jwks_fetch_mode: wayguard_core::authn::JwksFetchMode,
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -121,6 +123,7 @@ pub async fn run(
         root_namespace: config.root_namespace.clone(),
         gateway_classes: config.gateway_classes.clone(),
         waypoint_classes: config.waypoint_classes.clone(),
+        jwks_fetch_mode: config.jwks_fetch_mode,
     });
     let cache = SnapshotCache::new();
     let pipeline = Pipeline::new(
@@ -161,11 +164,26 @@ pub async fn run(
         .with_context(|| format!("binding --xds-address {}", config.xds_address))?;
     tracing::info!(xds = %config.xds_address, admin = %config.admin_address, dir = %config.config_dir.display(), "serving");
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), stopped()));
+    // xDS and the JWKS rotation signal (access log service) share the xDS port.
     let xds_task = tokio::spawn({
         let shutdown = stopped();
-        async move { xds.serve_with_listener(xds_listener, shutdown).await }
+        let ads = xds.service();
+        let als = crate::rotation::RotationSignal::service(pipeline.clone());
+        async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .add_service(ads)
+                .add_service(als)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    shutdown.await;
+                    xds.drain();
+                })
+                .await
+        }
     });
-
     pipeline.settle_keys(Duration::from_secs(10)).await;
     let changed = pipeline.rebuild();
     tracing::info!(gateways = changed.len(), "initial configuration built");
