@@ -6,6 +6,7 @@
 //! path printed) when the test panics.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -17,7 +18,7 @@ use crate::pki::{CertKey, Pki, ca_configmap_yaml, ca_secret_yaml, tls_secret_yam
 use crate::poll::{Check, Deadline};
 use crate::ports::free_port;
 use crate::wayguard::{ServePorts, Wayguard, XdsMode, bootstrap};
-use crate::yaml::{self, CaRef, GatewayYaml, HttpsListener};
+use crate::yaml::{self, CaRef, ClientValidation, GatewayYaml, HttpsListener};
 
 /// Time allowed for wayguard to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +36,7 @@ pub const SEED_GATEWAY: &str = "waypoint";
 struct HttpsSetup {
     server: CertKey,
     ca_pem: String,
-    client_ca: Option<CaRef>,
+    client_validation: Option<ClientValidation>,
 }
 
 /// Builds a [`Scenario`].
@@ -47,6 +48,9 @@ pub struct ScenarioBuilder {
     https: Option<HttpsSetup>,
     files: Vec<(String, String)>,
     wayguard_args: Vec<String>,
+    echo: Option<EchoBackend>,
+    http_port: Option<u16>,
+    generate_gateway: bool,
 }
 
 impl ScenarioBuilder {
@@ -59,7 +63,30 @@ impl ScenarioBuilder {
             https: None,
             files: Vec::new(),
             wayguard_args: Vec::new(),
+            echo: None,
+            http_port: None,
+            generate_gateway: true,
         }
+    }
+
+    /// Uses this echo backend instead of starting one (when a test needs its port first).
+    pub fn with_echo(mut self, echo: EchoBackend) -> Self {
+        self.echo = Some(echo);
+        self
+    }
+
+    /// Uses this port for the HTTP listener instead of a fresh one.
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.http_port = Some(port);
+        self
+    }
+
+    /// Does not write the generated `gateway.yaml` (Namespace, Gateway, Service,
+    /// EndpointSlice, HTTPRoute): the test's files provide them, with the HTTP listener on
+    /// [`ScenarioBuilder::http_port`].
+    pub fn no_generated_gateway(mut self) -> Self {
+        self.generate_gateway = false;
+        self
     }
 
     /// Another namespace/gateway name.
@@ -76,13 +103,14 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Adds an HTTPS listener with a server certificate from `pki` and client-certificate
-    /// validation against `pki`'s CA (ConfigMap `client-ca` or Secret `client-ca`).
-    pub fn https(mut self, pki: &Pki, client_ca: Option<CaRef>) -> Result<Self> {
+    /// Adds an HTTPS listener with a server certificate from `pki` (Secret `gateway-cert`)
+    /// and, when given, client-certificate validation against `pki`'s CA (the ConfigMap or
+    /// Secret named in `client_validation`, holding `ca.crt`).
+    pub fn https(mut self, pki: &Pki, client_validation: Option<ClientValidation>) -> Result<Self> {
         self.https = Some(HttpsSetup {
             server: pki.server_cert(&["gateway.wayguard.test"])?,
             ca_pem: pki.ca_pem().to_string(),
-            client_ca,
+            client_validation,
         });
         Ok(self)
     }
@@ -107,8 +135,14 @@ impl ScenarioBuilder {
         for d in [&config_dir, &log_dir, &cert_dir] {
             std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;
         }
-        let echo = EchoBackend::start().await?;
-        let http_port = free_port()?;
+        let echo = match self.echo {
+            Some(echo) => echo,
+            None => EchoBackend::start().await?,
+        };
+        let http_port = match self.http_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let https_port = match self.https {
             Some(_) => Some(free_port()?),
             None => None,
@@ -124,7 +158,10 @@ impl ScenarioBuilder {
                 https: https_port.map(|port| HttpsListener {
                     port,
                     cert_secret: "gateway-cert".into(),
-                    client_ca: self.https.as_ref().and_then(|h| h.client_ca.clone()),
+                    client_validation: self
+                        .https
+                        .as_ref()
+                        .and_then(|h| h.client_validation.clone()),
                 }),
             }),
             yaml::backend(&ns, "payments", 8080, echo.port()),
@@ -133,7 +170,7 @@ impl ScenarioBuilder {
         if let Some(https) = &self.https {
             https.server.write(&cert_dir, "gateway")?;
             docs.push(tls_secret_yaml(&ns, "gateway-cert", &https.server));
-            match &https.client_ca {
+            match https.client_validation.as_ref().map(|v| &v.ca) {
                 Some(CaRef::ConfigMap(name)) => {
                     docs.push(ca_configmap_yaml(&ns, name, &https.ca_pem))
                 }
@@ -141,7 +178,9 @@ impl ScenarioBuilder {
                 None => {}
             }
         }
-        write_atomic(&config_dir.join("gateway.yaml"), &yaml::documents(&docs))?;
+        if self.generate_gateway {
+            write_atomic(&config_dir.join("gateway.yaml"), &yaml::documents(&docs))?;
+        }
         for (name, text) in &self.files {
             write_atomic(&config_dir.join(name), text)?;
         }
@@ -163,8 +202,13 @@ impl ScenarioBuilder {
             http: HttpClient::plain(&format!("http://127.0.0.1:{http_port}"))?,
             echo,
             dir: Some(dir),
+            failed: AtomicBool::new(false),
+            envoy_admin,
         };
-        scenario.start_wayguard().await?;
+        if let Err(e) = scenario.start_wayguard().await {
+            scenario.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         let yaml = bootstrap(&scenario.gateway, ports.xds, envoy_admin, self.mode)?;
         std::fs::write(&scenario.bootstrap_path, &yaml).context("writing envoy.yaml")?;
         let mut envoy = Envoy::start(&scenario.bootstrap_path, envoy_admin, &scenario.log_dir)?;
@@ -179,7 +223,7 @@ impl ScenarioBuilder {
         }
         .await;
         scenario.envoy = Some(envoy);
-        live.map_err(|e| anyhow!("{e:#}\n{}", scenario.wayguard_log(40)))?;
+        live.map_err(|e| anyhow!("{e:#}\n{}", scenario.diagnostics()))?;
         Ok(scenario)
     }
 }
@@ -218,6 +262,8 @@ pub struct Scenario {
     http: HttpClient,
     echo: EchoBackend,
     dir: Option<tempfile::TempDir>,
+    failed: AtomicBool,
+    envoy_admin: u16,
 }
 
 impl Scenario {
@@ -333,14 +379,59 @@ impl Scenario {
         tail_file(&self.log_dir, "envoy", lines)
     }
 
-    /// Both logs, for failure messages.
+    /// Both logs, for failure messages. Calling it marks the scenario failed: its temp dir is
+    /// kept (with Envoy's and wayguard's config dumps) when it drops.
     pub fn diagnostics(&self) -> String {
+        self.failed.store(true, Ordering::SeqCst);
         format!(
             "scenario dir: {}\n{}{}",
             self.dir().display(),
             self.wayguard_log(30),
             self.envoy_log(30)
         )
+    }
+
+    /// wayguard's `/debug/status` (file problems, rejected objects, NACKs).
+    pub async fn wayguard_status(&self) -> Result<serde_json::Value> {
+        match &self.wayguard {
+            Some(wg) => wg.status().await,
+            None => bail!("wayguard is not running"),
+        }
+    }
+
+    /// The parts of `/debug/status` that explain a failure (files, rejected, nacks).
+    pub async fn status_summary(&self) -> String {
+        match self.wayguard_status().await {
+            Ok(v) => format!(
+                "wayguard /debug/status: files={} rejected={} nacks={}\n",
+                v["files"], v["rejected"], v["nacks"]
+            ),
+            Err(e) => format!("wayguard /debug/status unavailable: {e:#}\n"),
+        }
+    }
+
+    /// Polls `/debug/status` until `pred` holds (e.g. a broken file is reported).
+    pub async fn eventually_status(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let mut deadline = Deadline::new(
+            format!("wayguard /debug/status: {what}"),
+            PROPAGATION_TIMEOUT,
+        );
+        loop {
+            let check = match self.wayguard_status().await {
+                Ok(v) if pred(&v) => Check::Done(v),
+                Ok(v) => Check::Pending(v.to_string()),
+                Err(e) => Check::Pending(format!("{e:#}")),
+            };
+            match deadline.next(check).await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => return Err(anyhow!("{e:#}\n{}", self.diagnostics())),
+            }
+        }
     }
 
     /// Sends `req` to the HTTP listener.
@@ -354,18 +445,20 @@ impl Scenario {
         match client.send(req).await {
             Ok(resp) if resp.status == status => Ok(resp),
             Ok(resp) => Err(anyhow!(
-                "[{:?}] {} via {}: expected {status}, got {}\n{}",
+                "[{:?}] {} via {}: expected {status}, got {}\n{}{}",
                 self.mode,
                 req.describe(),
                 client.base(),
                 resp.summary(),
+                self.status_summary().await,
                 self.diagnostics()
             )),
             Err(e) => Err(anyhow!(
-                "[{:?}] {} via {}: expected {status}, got transport error: {e:#}\n{}",
+                "[{:?}] {} via {}: expected {status}, got transport error: {e:#}\n{}{}",
                 self.mode,
                 req.describe(),
                 client.base(),
+                self.status_summary().await,
                 self.diagnostics()
             )),
         }
@@ -382,10 +475,11 @@ impl Scenario {
         let resp = self.expect(req, status).await?;
         if resp.body != body {
             bail!(
-                "[{:?}] {}: status {status} as expected but body {:?}, expected {body:?}",
+                "[{:?}] {}: status {status} as expected but body {:?}, expected {body:?}\n{}",
                 self.mode,
                 req.describe(),
-                resp.body
+                resp.body,
+                self.diagnostics()
             );
         }
         Ok(resp)
@@ -412,7 +506,13 @@ impl Scenario {
             match deadline.next(check).await {
                 Ok(Some(resp)) => return Ok(resp),
                 Ok(None) => {}
-                Err(e) => return Err(anyhow!("{e:#}\n{}", self.diagnostics())),
+                Err(e) => {
+                    return Err(anyhow!(
+                        "{e:#}\n{}{}",
+                        self.status_summary().await,
+                        self.diagnostics()
+                    ));
+                }
             }
         }
     }
@@ -444,12 +544,76 @@ fn tail_file(dir: &Path, stem: &str, lines: usize) -> String {
     text
 }
 
+/// A blocking `GET` on loopback (usable in `Drop`), body only.
+fn blocking_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = crate::ports::loopback(port);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Some(String::from_utf8_lossy(body).into_owned());
+    }
+    // De-chunk: "<hex size>\r\n<data>\r\n" ... "0\r\n\r\n".
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).ok()?;
+        let data = rest.get(eol + 2..eol + 2 + size)?;
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(data);
+        rest = rest.get(eol + 2 + size + 2..)?;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 impl Drop for Scenario {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(dir) = self.dir.take()
-        {
-            eprintln!("scenario dir kept for inspection: {}", dir.keep().display());
+        let keep = std::thread::panicking()
+            || self.failed.load(Ordering::SeqCst)
+            || std::env::var_os("WAYGUARD_TEST_KEEP").is_some();
+        if !keep {
+            return;
         }
+        let Some(dir) = self.dir.take() else { return };
+        let path = dir.keep();
+        let mut dumps = vec![
+            (
+                self.envoy_admin,
+                "/config_dump".to_string(),
+                "envoy-config_dump.json",
+            ),
+            (self.envoy_admin, "/stats".to_string(), "envoy-stats.txt"),
+        ];
+        if self.wayguard.is_some() {
+            dumps.push((
+                self.ports.admin,
+                "/debug/status".into(),
+                "wayguard-status.json",
+            ));
+            dumps.push((
+                self.ports.admin,
+                format!("/debug/config_dump?gateway={}", self.gateway),
+                "wayguard-config_dump.json",
+            ));
+        }
+        for (port, url, file) in dumps {
+            if let Some(body) = blocking_get(port, &url) {
+                let _ = std::fs::write(path.join(file), body);
+            }
+        }
+        eprintln!("scenario dir kept for inspection: {}", path.display());
     }
 }

@@ -121,7 +121,8 @@ pub struct Wayguard {
 impl Wayguard {
     /// Starts `wayguard serve --config-dir <dir>` on `ports` (all on 127.0.0.1), plus
     /// `extra_args`. Output goes to `<log_dir>/wayguard.{stdout,stderr}` (appended across
-    /// restarts).
+    /// restarts). The log filter is `$WAYGUARD_TEST_LOG` (default `info`), passed as
+    /// `WAYGUARD_LOG`.
     pub fn start(
         config_dir: &Path,
         ports: ServePorts,
@@ -137,8 +138,9 @@ impl Wayguard {
             .args(["--extauth-address", &format!("127.0.0.1:{}", ports.extauth)])
             .args(["--sts-address", &format!("127.0.0.1:{}", ports.sts)])
             .args(extra_args)
+            .env("NO_COLOR", "1")
             .env(
-                "RUST_LOG",
+                "WAYGUARD_LOG",
                 std::env::var("WAYGUARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             );
         let guard = ChildGuard::spawn("wayguard", cmd, log_dir)?;
@@ -168,6 +170,15 @@ impl Wayguard {
     /// GET an admin path.
     pub async fn admin_get(&self, path: &str) -> Result<Resp> {
         self.admin.send(&Req::get(path)).await
+    }
+
+    /// `GET /debug/status` as JSON (file problems, rejected objects, NACKs).
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        let resp = self.admin_get("/debug/status").await?;
+        if resp.status != 200 {
+            bail!("/debug/status: {}", resp.summary());
+        }
+        serde_json::from_str(&resp.body).context("/debug/status is not JSON")
     }
 
     async fn probe_ready(&mut self) -> Check<()> {

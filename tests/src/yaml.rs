@@ -18,6 +18,40 @@ pub enum CaRef {
     Secret(String),
 }
 
+/// Where the client-certificate validation is written in the Gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationPlacement {
+    /// Gateway API v1.4 (standard): `spec.tls.frontend.default.validation`.
+    GatewayDefault,
+    /// Gateway API v1.4: `spec.tls.frontend.perPort[{port}].tls.validation`.
+    PerPort,
+    /// The pre-v1.4 experimental form: `listeners[].tls.frontendValidation`.
+    LegacyListener,
+}
+
+/// Client-certificate validation for the HTTPS listener (Gateway API frontend TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientValidation {
+    /// The CA bundle.
+    pub ca: CaRef,
+    /// Where it is written.
+    pub placement: ValidationPlacement,
+    /// `mode: AllowInsecureFallback` (clients without a valid certificate still connect)
+    /// instead of the default `AllowValidOnly`.
+    pub insecure_fallback: bool,
+}
+
+impl ClientValidation {
+    /// The standard form (`spec.tls.frontend.default`), `AllowValidOnly`, CA from a ConfigMap.
+    pub fn configmap(name: &str) -> Self {
+        Self {
+            ca: CaRef::ConfigMap(name.into()),
+            placement: ValidationPlacement::GatewayDefault,
+            insecure_fallback: false,
+        }
+    }
+}
+
 /// An HTTPS listener that terminates TLS with a `kubernetes.io/tls` Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpsListener {
@@ -26,7 +60,26 @@ pub struct HttpsListener {
     /// Name of the `kubernetes.io/tls` Secret (same namespace).
     pub cert_secret: String,
     /// Client certificate validation, if any.
-    pub client_ca: Option<CaRef>,
+    pub client_validation: Option<ClientValidation>,
+}
+
+fn ca_ref_yaml(ca: &CaRef, indent: &str) -> String {
+    let (kind, name) = match ca {
+        CaRef::ConfigMap(n) => ("ConfigMap", n),
+        CaRef::Secret(n) => ("Secret", n),
+    };
+    format!(
+        "{indent}caCertificateRefs:\n{indent}- kind: {kind}\n{indent}  group: \"\"\n{indent}  name: {name}\n"
+    )
+}
+
+fn mode_yaml(v: &ClientValidation, indent: &str) -> String {
+    let mode = if v.insecure_fallback {
+        "AllowInsecureFallback"
+    } else {
+        "AllowValidOnly"
+    };
+    format!("{indent}mode: {mode}\n")
 }
 
 /// A Gateway of class `wayguard` bound to 127.0.0.1.
@@ -54,8 +107,34 @@ pub fn gateway(g: &GatewayYaml) -> String {
     let mut y = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {}\n  \
          namespace: {}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    \
-         value: 127.0.0.1\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {}\n",
-        g.name, g.namespace, g.class, g.http_port
+         value: 127.0.0.1\n",
+        g.name, g.namespace, g.class
+    );
+    let validation = g
+        .https
+        .as_ref()
+        .and_then(|h| Some((h.port, h.client_validation.as_ref()?)));
+    match validation {
+        Some((_, v)) if v.placement == ValidationPlacement::GatewayDefault => {
+            y.push_str("  tls:\n    frontend:\n      default:\n        validation:\n");
+            y.push_str(&mode_yaml(v, "          "));
+            y.push_str(&ca_ref_yaml(&v.ca, "          "));
+        }
+        Some((port, v)) if v.placement == ValidationPlacement::PerPort => {
+            let _ = write!(
+                y,
+                "  tls:\n    frontend:\n      default: {{}}\n      perPort:\n      - port: {port}\n        \
+                 tls:\n          validation:\n"
+            );
+            y.push_str(&mode_yaml(v, "            "));
+            y.push_str(&ca_ref_yaml(&v.ca, "            "));
+        }
+        _ => {}
+    }
+    let _ = write!(
+        y,
+        "  listeners:\n  - name: http\n    protocol: HTTP\n    port: {}\n",
+        g.http_port
     );
     if let Some(https) = &g.https {
         let _ = write!(
@@ -64,16 +143,11 @@ pub fn gateway(g: &GatewayYaml) -> String {
              certificateRefs:\n      - kind: Secret\n        group: \"\"\n        name: {}\n",
             https.port, https.cert_secret
         );
-        if let Some(ca) = &https.client_ca {
-            let (kind, name) = match ca {
-                CaRef::ConfigMap(n) => ("ConfigMap", n),
-                CaRef::Secret(n) => ("Secret", n),
-            };
-            let _ = write!(
-                y,
-                "      frontendValidation:\n        caCertificateRefs:\n        - kind: {kind}\n          \
-                 group: \"\"\n          name: {name}\n"
-            );
+        if let Some(v) = &https.client_validation
+            && v.placement == ValidationPlacement::LegacyListener
+        {
+            y.push_str("      frontendValidation:\n");
+            y.push_str(&ca_ref_yaml(&v.ca, "        "));
         }
     }
     y

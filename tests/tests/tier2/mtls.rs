@@ -1,0 +1,158 @@
+//! Seed 05 over mTLS: principal (client certificate URI SAN) AND method + path AND a scope
+//! claim. The HTTPS listener validates client certificates against the test CA with Gateway API
+//! frontend TLS validation (`caCertificateRefs`).
+
+use anyhow::{Result, bail, ensure};
+use serde_json::json;
+use wayguard_tests::pki::{CHECKOUT_SPIFFE, OTHER_SPIFFE};
+use wayguard_tests::scenario::PROPAGATION_TIMEOUT;
+use wayguard_tests::yaml::{CaRef, ClientValidation, SeedIssuers, ValidationPlacement, seed};
+use wayguard_tests::{JwtIssuer, Pki, Req, Scenario, ScenarioBuilder, XdsMode};
+
+use crate::common::{okta, payments, seed01};
+
+matrix!(
+    seed05_principal_and_scope_over_mtls,
+    mtls_client_ca_from_secret,
+    mtls_per_port_insecure_fallback,
+    #[ignore = "known wayguard gap: listeners[].tls.frontendValidation is silently ignored \
+                (no client validation, nothing in /debug/status); run with --ignored"]
+    mtls_legacy_listener_frontend_validation_enforced_or_reported,
+);
+
+async fn start(mode: XdsMode, pki: &Pki, v: ClientValidation) -> Result<(Scenario, JwtIssuer)> {
+    let okta = okta().await?;
+    let s = ScenarioBuilder::new(mode)
+        .https(pki, Some(v))?
+        .file("ra.yaml", seed01(&okta)?)
+        .file(
+            "authz.yaml",
+            seed(
+                "05-authorizationpolicy-principal-and-claim.yaml",
+                SeedIssuers::default(),
+            )?,
+        )
+        .start()
+        .await?;
+    Ok((s, okta))
+}
+
+fn charge(okta: &JwtIssuer) -> Result<Req> {
+    let write = okta.token(payments(json!({"scope": "payments:write"})))?;
+    Ok(Req::post("/charge").bearer(&write))
+}
+
+async fn seed05_principal_and_scope_over_mtls(mode: XdsMode) -> Result<()> {
+    let pki = Pki::new("wayguard test CA")?;
+    let (s, okta) = start(mode, &pki, ClientValidation::configmap("client-ca")).await?;
+    let checkout = s.tls_client(&pki, Some(&pki.client_cert(CHECKOUT_SPIFFE)?))?;
+    let other = s.tls_client(&pki, Some(&pki.client_cert(OTHER_SPIFFE)?))?;
+    let anonymous = s.tls_client(&pki, None)?;
+
+    let write = okta.token(payments(json!({"scope": "payments:write"})))?;
+    let read = okta.token(payments(json!({"scope": "payments:read"})))?;
+    let charge = Req::post("/charge").bearer(&write);
+
+    // Everything right: 200.
+    s.eventually_with(&checkout, &charge, 200, PROPAGATION_TIMEOUT)
+        .await?;
+    // One condition wrong at a time: 403.
+    for (what, req) in [
+        ("wrong method", Req::get("/charge").bearer(&write)),
+        ("wrong path", Req::post("/refund").bearer(&write)),
+        ("wrong scope", Req::post("/charge").bearer(&read)),
+        ("no token", Req::post("/charge")),
+    ] {
+        s.expect_with(&checkout, &req, 403)
+            .await
+            .map_err(|e| e.context(what))?;
+    }
+    // Another workload identity: 403.
+    s.expect_with(&other, &charge, 403).await?;
+    // No client certificate (AllowValidOnly): the handshake is refused.
+    if let Ok(resp) = anonymous.send(&charge).await {
+        bail!(
+            "[{mode:?}] {} over TLS without a client certificate (AllowValidOnly): expected a \
+             refused handshake, got {}\n{}",
+            charge.describe(),
+            resp.summary(),
+            s.diagnostics()
+        );
+    }
+    // A certificate from another CA with the right SAN: refused as well.
+    let forged = Pki::new("another CA")?.client_cert(CHECKOUT_SPIFFE)?;
+    if let Ok(resp) = s.tls_client(&pki, Some(&forged))?.send(&charge).await {
+        bail!(
+            "[{mode:?}] client certificate from an unknown CA: expected a refused handshake, \
+             got {}\n{}",
+            resp.summary(),
+            s.diagnostics()
+        );
+    }
+    // The plain HTTP listener has no peer principal: 403 whatever the token.
+    s.expect(&charge, 403).await?;
+    Ok(())
+}
+
+async fn mtls_client_ca_from_secret(mode: XdsMode) -> Result<()> {
+    let pki = Pki::new("wayguard test CA")?;
+    let v = ClientValidation {
+        ca: CaRef::Secret("client-ca".into()),
+        ..ClientValidation::configmap("unused")
+    };
+    let (s, okta) = start(mode, &pki, v).await?;
+    let checkout = s.tls_client(&pki, Some(&pki.client_cert(CHECKOUT_SPIFFE)?))?;
+    s.eventually_with(&checkout, &charge(&okta)?, 200, PROPAGATION_TIMEOUT)
+        .await?;
+    let other = s.tls_client(&pki, Some(&pki.client_cert(OTHER_SPIFFE)?))?;
+    s.expect_with(&other, &charge(&okta)?, 403).await?;
+    Ok(())
+}
+
+/// `perPort` validation with `AllowInsecureFallback`: a client without a certificate connects
+/// and is refused by RBAC (403), not by the handshake.
+async fn mtls_per_port_insecure_fallback(mode: XdsMode) -> Result<()> {
+    let pki = Pki::new("wayguard test CA")?;
+    let v = ClientValidation {
+        placement: ValidationPlacement::PerPort,
+        insecure_fallback: true,
+        ..ClientValidation::configmap("client-ca")
+    };
+    let (s, okta) = start(mode, &pki, v).await?;
+    let checkout = s.tls_client(&pki, Some(&pki.client_cert(CHECKOUT_SPIFFE)?))?;
+    s.eventually_with(&checkout, &charge(&okta)?, 200, PROPAGATION_TIMEOUT)
+        .await?;
+    let anonymous = s.tls_client(&pki, None)?;
+    s.expect_with(&anonymous, &charge(&okta)?, 403).await?;
+    Ok(())
+}
+
+/// The pre-v1.4 listener-level `tls.frontendValidation` (the form the tier-2 brief named):
+/// either enforced like the standard form, or reported in `/debug/status`; never silently
+/// ignored (a listener that silently skips client validation fails open for DENY policies on
+/// principals).
+async fn mtls_legacy_listener_frontend_validation_enforced_or_reported(
+    mode: XdsMode,
+) -> Result<()> {
+    let pki = Pki::new("wayguard test CA")?;
+    let v = ClientValidation {
+        placement: ValidationPlacement::LegacyListener,
+        ..ClientValidation::configmap("client-ca")
+    };
+    let (s, okta) = start(mode, &pki, v).await?;
+    let status = s.wayguard_status().await?;
+    let reported = status.to_string().contains("frontendValidation");
+    let checkout = s.tls_client(&pki, Some(&pki.client_cert(CHECKOUT_SPIFFE)?))?;
+    let enforced = s
+        .eventually_with(&checkout, &charge(&okta)?, 200, PROPAGATION_TIMEOUT)
+        .await
+        .is_ok();
+    ensure!(
+        reported || enforced,
+        "[{mode:?}] listeners[].tls.frontendValidation was neither enforced (client cert \
+         {CHECKOUT_SPIFFE} + valid token -> expected 200) nor reported in /debug/status \
+         (warnings: {})",
+        status["warnings"]
+    );
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Changes while running: policy edits on disk, broken files, wayguard stopped and restarted,
+//! JWKS rotation, and an issuer that is down when wayguard starts.
+
+use anyhow::{Result, anyhow, ensure};
+use serde_json::{Value, json};
+use wayguard_tests::issuer::JwtIssuer;
+use wayguard_tests::yaml::{SeedIssuers, seed};
+use wayguard_tests::{IssuerOptions, Req, Scenario, ScenarioBuilder, XdsMode, keys};
+
+use crate::common::{okta, payments, seed01};
+
+matrix!(
+    policy_edit_delete_and_broken_file,
+    envoy_enforces_while_wayguard_is_down_and_converges_after_restart,
+    jwks_rotation_reaches_envoy,
+    issuer_down_at_start_fails_closed_then_recovers,
+);
+
+fn seed03() -> Result<String> {
+    seed(
+        "03-authorizationpolicy-groups-claim.yaml",
+        SeedIssuers::default(),
+    )
+}
+
+fn envoy_pid(s: &mut Scenario) -> Result<u32> {
+    let envoy = s.envoy()?;
+    ensure!(envoy.process().is_running(), "envoy exited");
+    Ok(envoy.pid())
+}
+
+/// Whether `/debug/status` mentions `needle` under `files` or `rejected`.
+fn status_mentions(status: &Value, needle: &str) -> bool {
+    status["files"].to_string().contains(needle) || status["rejected"].to_string().contains(needle)
+}
+
+async fn policy_edit_delete_and_broken_file(mode: XdsMode) -> Result<()> {
+    let okta = okta().await?;
+    let mut s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", seed01(&okta)?)
+        .start()
+        .await?;
+    let pid = envoy_pid(&mut s)?;
+    let admin = okta.token(payments(json!({"groups": ["payments-admin"]})))?;
+    s.eventually(&Req::get("/a").bearer(&admin), 200).await?;
+    s.expect(&Req::get("/a"), 200).await?;
+
+    // Add a policy: anonymous is now denied.
+    s.write_config("authz.yaml", &seed03()?)?;
+    s.eventually(&Req::get("/a"), 403).await?;
+    s.expect(&Req::get("/a").bearer(&admin), 200).await?;
+
+    // Delete it: back to the previous behaviour.
+    s.remove_config("authz.yaml")?;
+    s.eventually(&Req::get("/a"), 200).await?;
+
+    // Put it back, then break it with invalid YAML (saved in place): the last good
+    // version stays in force.
+    s.write_config("authz.yaml", &seed03()?)?;
+    s.eventually(&Req::get("/a"), 403).await?;
+    s.overwrite_config(
+        "authz.yaml",
+        "apiVersion: security.istio.io/v1\nkind: [unclosed\n",
+    )?;
+    s.eventually_status("authz.yaml reported as broken", |v| {
+        status_mentions(v, "authz.yaml")
+    })
+    .await?;
+    s.expect(&Req::get("/a"), 403).await?;
+    s.expect(&Req::get("/a").bearer(&admin), 200).await?;
+
+    // Valid YAML, invalid policy (unknown action): rejected, last valid version in force.
+    let invalid = seed03()?.replace("action: ALLOW", "action: BOGUS");
+    s.write_config("authz.yaml", &invalid)?;
+    s.eventually_status("the BOGUS action reported", |v| {
+        status_mentions(v, "BOGUS") || v["rejected"].to_string().contains("payments-admin-only")
+    })
+    .await?;
+    s.expect(&Req::get("/a"), 403).await?;
+    s.expect(&Req::get("/a").bearer(&admin), 200).await?;
+
+    // A new broken file elsewhere does not disturb the rest.
+    s.write_config("zz-broken.yaml", "{{{{ not yaml")?;
+    s.eventually_status("zz-broken.yaml reported", |v| {
+        status_mentions(v, "zz-broken.yaml")
+    })
+    .await?;
+    s.expect(&Req::get("/a"), 403).await?;
+
+    // A good edit is applied again: allow the dev group instead.
+    let dev_only = seed03()?.replace("payments-admin\"]", "dev\"]");
+    s.write_config("authz.yaml", &dev_only)?;
+    let dev = okta.token(payments(json!({"groups": ["dev"]})))?;
+    s.eventually(&Req::get("/a").bearer(&dev), 200).await?;
+    s.expect(&Req::get("/a").bearer(&admin), 403).await?;
+
+    ensure!(
+        envoy_pid(&mut s)? == pid,
+        "Envoy was restarted (pid {pid} -> {})",
+        envoy_pid(&mut s)?
+    );
+    Ok(())
+}
+
+async fn envoy_enforces_while_wayguard_is_down_and_converges_after_restart(
+    mode: XdsMode,
+) -> Result<()> {
+    let okta = okta().await?;
+    let mut s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", seed01(&okta)?)
+        .file("authz.yaml", seed03()?)
+        .start()
+        .await?;
+    let pid = envoy_pid(&mut s)?;
+    let admin = okta.token(payments(json!({"groups": ["payments-admin"]})))?;
+    let dev = okta.token(payments(json!({"groups": ["dev"]})))?;
+    s.eventually(&Req::get("/a").bearer(&admin), 200).await?;
+    s.envoy()?
+        .wait_connected_state(1, wayguard_tests::scenario::LISTENER_TIMEOUT)
+        .await?;
+
+    s.stop_wayguard();
+    s.envoy()?
+        .wait_connected_state(0, wayguard_tests::scenario::LISTENER_TIMEOUT)
+        .await?;
+    for _ in 0..3 {
+        s.expect(&Req::get("/a"), 403).await?;
+        s.expect(&Req::get("/a").bearer(&dev), 403).await?;
+        s.expect(&Req::get("/a").bearer(&admin), 200).await?;
+        s.expect(
+            &Req::get("/a").bearer(&okta.expired_token(payments(json!({})))?),
+            401,
+        )
+        .await?;
+    }
+
+    // Change the config while wayguard is down, then restart it on the same ports.
+    s.remove_config("authz.yaml")?;
+    s.start_wayguard().await?;
+    s.envoy()?
+        .wait_connected_state(1, wayguard_tests::scenario::LISTENER_TIMEOUT)
+        .await?;
+    s.eventually_with(
+        &wayguard_tests::HttpClient::plain(&format!("http://127.0.0.1:{}", s.http_port()))?,
+        &Req::get("/a"),
+        200,
+        wayguard_tests::scenario::LISTENER_TIMEOUT,
+    )
+    .await?;
+    s.expect(&Req::get("/a").bearer(&dev), 200).await?;
+
+    // And it keeps applying edits.
+    s.write_config("authz.yaml", &seed03()?)?;
+    s.eventually(&Req::get("/a"), 403).await?;
+    ensure!(envoy_pid(&mut s)? == pid, "Envoy was restarted");
+    Ok(())
+}
+
+/// Sum of `wayguard_jwks_fetch_*` counters named `metric` in wayguard's `/metrics`.
+async fn jwks_metric(s: &mut Scenario, metric: &str) -> Result<f64> {
+    let wg = s
+        .wayguard()
+        .ok_or_else(|| anyhow!("wayguard not running"))?;
+    let body = wg.admin_get("/metrics").await?.body;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+async fn jwks_rotation_reaches_envoy(mode: XdsMode) -> Result<()> {
+    let mut okta = okta().await?;
+    let mut s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", seed01(&okta)?)
+        .wayguard_arg("--jwks-refresh-interval")
+        .wayguard_arg("1s")
+        .start()
+        .await?;
+    let first = okta.token(payments(json!({})))?;
+    s.eventually(&Req::get("/r").bearer(&first), 200).await?;
+
+    // New key served next to the old one: both verify.
+    okta.rotate(true).await?;
+    let second = okta.token(payments(json!({})))?;
+    s.eventually(&Req::get("/r").bearer(&second), 200).await?;
+    s.expect(&Req::get("/r").bearer(&first), 200).await?;
+
+    // Old keys removed: the first token's kid is gone.
+    okta.rotate(false).await?;
+    let third = okta.token(payments(json!({})))?;
+    s.eventually(&Req::get("/r").bearer(&third), 200).await?;
+    s.eventually(&Req::get("/r").bearer(&second), 401).await?;
+
+    // The issuer goes away: the last good keys stay in force (stale while failing).
+    okta.stop().await;
+    let failures = jwks_metric(&mut s, "wayguard_jwks_fetch_failure").await?;
+    let mut deadline = wayguard_tests::poll::Deadline::new(
+        "a JWKS fetch failure after the issuer stopped",
+        wayguard_tests::scenario::PROPAGATION_TIMEOUT,
+    );
+    loop {
+        let now = jwks_metric(&mut s, "wayguard_jwks_fetch_failure").await?;
+        let check = if now > failures {
+            wayguard_tests::poll::Check::Done(())
+        } else {
+            wayguard_tests::poll::Check::Pending(format!("failures {now}"))
+        };
+        if deadline.next(check).await?.is_some() {
+            break;
+        }
+    }
+    s.expect(&Req::get("/r").bearer(&third), 200).await?;
+    Ok(())
+}
+
+async fn issuer_down_at_start_fails_closed_then_recovers(mode: XdsMode) -> Result<()> {
+    let mut okta = JwtIssuer::new_stopped(IssuerOptions {
+        path: "/oauth2/default".into(),
+        key_slot: keys::ISSUER_SLOT,
+        kid_prefix: "okta".into(),
+    })
+    .await?;
+    let mut s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", seed01(&okta)?)
+        .start()
+        .await?;
+    let valid = okta.token(payments(json!({})))?;
+    // No keys: every token fails (fail closed), a missing token is still allowed.
+    s.eventually(&Req::get("/d").bearer(&valid), 401).await?;
+    s.expect(&Req::get("/d"), 200).await?;
+
+    // The issuer comes up; a restarted wayguard fetches at once.
+    okta.resume().await?;
+    s.stop_wayguard();
+    s.start_wayguard().await?;
+    s.eventually_with(
+        &wayguard_tests::HttpClient::plain(&format!("http://127.0.0.1:{}", s.http_port()))?,
+        &Req::get("/d").bearer(&valid),
+        200,
+        wayguard_tests::scenario::LISTENER_TIMEOUT,
+    )
+    .await?;
+    ensure!(okta.jwks_fetches() >= 1, "JWKS never fetched");
+    Ok(())
+}
