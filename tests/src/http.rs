@@ -230,3 +230,38 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// A blocking `GET` on loopback (usable in `Drop`), body only.
+pub fn blocking_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = crate::ports::loopback(port);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Some(String::from_utf8_lossy(body).into_owned());
+    }
+    // De-chunk: "<hex size>\r\n<data>\r\n" ... "0\r\n\r\n".
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).ok()?;
+        let data = rest.get(eol + 2..eol + 2 + size)?;
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(data);
+        rest = rest.get(eol + 2 + size + 2..)?;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}

@@ -27,6 +27,7 @@ pub mod poll;
 pub mod ports;
 pub mod process;
 pub mod scenario;
+mod scenario_checks;
 pub mod server;
 pub mod tools;
 pub mod wayguard;

@@ -13,9 +13,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::echo::EchoBackend;
 use crate::envoy::Envoy;
-use crate::http::{HttpClient, Req, Resp};
+use crate::http::HttpClient;
 use crate::pki::{CertKey, Pki, ca_configmap_yaml, ca_secret_yaml, tls_secret_yaml};
-use crate::poll::{Check, Deadline};
 use crate::ports::free_port;
 use crate::wayguard::{ServePorts, Wayguard, XdsMode, bootstrap};
 use crate::yaml::{self, CaRef, ClientValidation, GatewayYaml, HttpsListener};
@@ -148,38 +147,26 @@ impl ScenarioBuilder {
             None => None,
         };
         let ns = self.namespace.clone();
-        let mut docs = vec![
-            yaml::namespace(&ns),
-            yaml::gateway(&GatewayYaml {
-                namespace: ns.clone(),
-                name: self.gateway.clone(),
-                class: "wayguard".into(),
-                http_port,
-                https: https_port.map(|port| HttpsListener {
-                    port,
-                    cert_secret: "gateway-cert".into(),
-                    client_validation: self
-                        .https
-                        .as_ref()
-                        .and_then(|h| h.client_validation.clone()),
-                }),
+        let spec = GatewayYaml {
+            namespace: ns.clone(),
+            name: self.gateway.clone(),
+            class: "wayguard".into(),
+            http_port,
+            https: https_port.map(|port| HttpsListener {
+                port,
+                cert_secret: "gateway-cert".into(),
+                client_validation: self
+                    .https
+                    .as_ref()
+                    .and_then(|h| h.client_validation.clone()),
             }),
-            yaml::backend(&ns, "payments", 8080, echo.port()),
-            yaml::http_route(&ns, "payments", &self.gateway, "payments", 8080),
-        ];
+        };
         if let Some(https) = &self.https {
             https.server.write(&cert_dir, "gateway")?;
-            docs.push(tls_secret_yaml(&ns, "gateway-cert", &https.server));
-            match https.client_validation.as_ref().map(|v| &v.ca) {
-                Some(CaRef::ConfigMap(name)) => {
-                    docs.push(ca_configmap_yaml(&ns, name, &https.ca_pem))
-                }
-                Some(CaRef::Secret(name)) => docs.push(ca_secret_yaml(&ns, name, &https.ca_pem)),
-                None => {}
-            }
         }
+        let gateway_file = render_gateway(&spec, echo.port(), self.https.as_ref());
         if self.generate_gateway {
-            write_atomic(&config_dir.join("gateway.yaml"), &yaml::documents(&docs))?;
+            write_atomic(&config_dir.join(GATEWAY_FILE), &gateway_file)?;
         }
         for (name, text) in &self.files {
             write_atomic(&config_dir.join(name), text)?;
@@ -204,6 +191,8 @@ impl ScenarioBuilder {
             dir: Some(dir),
             failed: AtomicBool::new(false),
             envoy_admin,
+            spec,
+            https: self.https,
         };
         if let Err(e) = scenario.start_wayguard().await {
             scenario.failed.store(true, Ordering::SeqCst);
@@ -224,8 +213,33 @@ impl ScenarioBuilder {
         .await;
         scenario.envoy = Some(envoy);
         live.map_err(|e| anyhow!("{e:#}\n{}", scenario.diagnostics()))?;
+        scenario.wait_connection().await?;
         Ok(scenario)
     }
+}
+
+/// The generated config file (Namespace, Gateway, backend, HTTPRoute, TLS material).
+pub const GATEWAY_FILE: &str = "gateway.yaml";
+
+/// The generated `gateway.yaml`: Namespace, Gateway, Service + EndpointSlice of the echo
+/// backend, HTTPRoute, and the HTTPS Secret and CA bundle when configured.
+fn render_gateway(spec: &GatewayYaml, echo_port: u16, https: Option<&HttpsSetup>) -> String {
+    let ns = &spec.namespace;
+    let mut docs = vec![
+        yaml::namespace(ns),
+        yaml::gateway(spec),
+        yaml::backend(ns, "payments", 8080, echo_port),
+        yaml::http_route(ns, "payments", &spec.name, "payments", 8080),
+    ];
+    if let Some(https) = https {
+        docs.push(tls_secret_yaml(ns, "gateway-cert", &https.server));
+        match https.client_validation.as_ref().map(|v| &v.ca) {
+            Some(CaRef::ConfigMap(name)) => docs.push(ca_configmap_yaml(ns, name, &https.ca_pem)),
+            Some(CaRef::Secret(name)) => docs.push(ca_secret_yaml(ns, name, &https.ca_pem)),
+            None => {}
+        }
+    }
+    yaml::documents(&docs)
 }
 
 /// Writes `text` to `path` atomically (temp file in the same dir, then rename), creating
@@ -247,7 +261,7 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
 /// A running tier-2 setup. Dropping it stops Envoy and wayguard by PID.
 #[derive(Debug)]
 pub struct Scenario {
-    mode: XdsMode,
+    pub(crate) mode: XdsMode,
     gateway: String,
     config_dir: PathBuf,
     log_dir: PathBuf,
@@ -256,14 +270,16 @@ pub struct Scenario {
     wayguard_args: Vec<String>,
     // Field order is drop order: Envoy before wayguard, the temp dir last.
     envoy: Option<Envoy>,
-    wayguard: Option<Wayguard>,
+    pub(crate) wayguard: Option<Wayguard>,
     http_port: u16,
     https_port: Option<u16>,
-    http: HttpClient,
+    pub(crate) http: HttpClient,
     echo: EchoBackend,
     dir: Option<tempfile::TempDir>,
-    failed: AtomicBool,
+    pub(crate) failed: AtomicBool,
     envoy_admin: u16,
+    spec: GatewayYaml,
+    https: Option<HttpsSetup>,
 }
 
 impl Scenario {
@@ -369,6 +385,19 @@ impl Scenario {
         std::fs::remove_file(&path).with_context(|| format!("{}", path.display()))
     }
 
+    /// Replaces the HTTPS server certificate (Secret `gateway-cert`) with one from `pki` and
+    /// the client CA bundle with `pki`'s CA, rewriting the generated `gateway.yaml` in place
+    /// (same ports, same everything else).
+    pub fn rotate_https(&mut self, pki: &Pki) -> Result<()> {
+        let Some(https) = self.https.as_mut() else {
+            bail!("scenario has no HTTPS listener");
+        };
+        https.server = pki.server_cert(&["gateway.wayguard.test"])?;
+        https.ca_pem = pki.ca_pem().to_string();
+        let text = render_gateway(&self.spec, self.echo.port(), self.https.as_ref());
+        write_atomic(&self.config_dir.join(GATEWAY_FILE), &text)
+    }
+
     /// The last `lines` lines of wayguard's output (also after it stopped).
     pub fn wayguard_log(&self, lines: usize) -> String {
         tail_file(&self.log_dir, "wayguard", lines)
@@ -390,138 +419,6 @@ impl Scenario {
             self.envoy_log(30)
         )
     }
-
-    /// wayguard's `/debug/status` (file problems, rejected objects, NACKs).
-    pub async fn wayguard_status(&self) -> Result<serde_json::Value> {
-        match &self.wayguard {
-            Some(wg) => wg.status().await,
-            None => bail!("wayguard is not running"),
-        }
-    }
-
-    /// The parts of `/debug/status` that explain a failure (files, rejected, nacks).
-    pub async fn status_summary(&self) -> String {
-        match self.wayguard_status().await {
-            Ok(v) => format!(
-                "wayguard /debug/status: files={} rejected={} nacks={}\n",
-                v["files"], v["rejected"], v["nacks"]
-            ),
-            Err(e) => format!("wayguard /debug/status unavailable: {e:#}\n"),
-        }
-    }
-
-    /// Polls `/debug/status` until `pred` holds (e.g. a broken file is reported).
-    pub async fn eventually_status(
-        &self,
-        what: &str,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> Result<serde_json::Value> {
-        let mut deadline = Deadline::new(
-            format!("wayguard /debug/status: {what}"),
-            PROPAGATION_TIMEOUT,
-        );
-        loop {
-            let check = match self.wayguard_status().await {
-                Ok(v) if pred(&v) => Check::Done(v),
-                Ok(v) => Check::Pending(v.to_string()),
-                Err(e) => Check::Pending(format!("{e:#}")),
-            };
-            match deadline.next(check).await {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => return Err(anyhow!("{e:#}\n{}", self.diagnostics())),
-            }
-        }
-    }
-
-    /// Sends `req` to the HTTP listener.
-    pub async fn send(&self, req: &Req) -> Result<Resp> {
-        self.http.send(req).await
-    }
-
-    /// Sends `req` once through `client` and checks the status; the error says which request,
-    /// expected vs got (with body), and shows the logs.
-    pub async fn expect_with(&self, client: &HttpClient, req: &Req, status: u16) -> Result<Resp> {
-        match client.send(req).await {
-            Ok(resp) if resp.status == status => Ok(resp),
-            Ok(resp) => Err(anyhow!(
-                "[{:?}] {} via {}: expected {status}, got {}\n{}{}",
-                self.mode,
-                req.describe(),
-                client.base(),
-                resp.summary(),
-                self.status_summary().await,
-                self.diagnostics()
-            )),
-            Err(e) => Err(anyhow!(
-                "[{:?}] {} via {}: expected {status}, got transport error: {e:#}\n{}{}",
-                self.mode,
-                req.describe(),
-                client.base(),
-                self.status_summary().await,
-                self.diagnostics()
-            )),
-        }
-    }
-
-    /// [`Scenario::expect_with`] on the HTTP listener.
-    pub async fn expect(&self, req: &Req, status: u16) -> Result<Resp> {
-        self.expect_with(&self.http, req, status).await
-    }
-
-    /// Like [`Scenario::expect`], and also checks the body (Envoy's local replies, e.g.
-    /// `"Jwt is expired"`).
-    pub async fn expect_body(&self, req: &Req, status: u16, body: &str) -> Result<Resp> {
-        let resp = self.expect(req, status).await?;
-        if resp.body != body {
-            bail!(
-                "[{:?}] {}: status {status} as expected but body {:?}, expected {body:?}\n{}",
-                self.mode,
-                req.describe(),
-                resp.body,
-                self.diagnostics()
-            );
-        }
-        Ok(resp)
-    }
-
-    /// Polls until `req` (through `client`) returns `status` (config propagation).
-    pub async fn eventually_with(
-        &self,
-        client: &HttpClient,
-        req: &Req,
-        status: u16,
-        timeout: Duration,
-    ) -> Result<Resp> {
-        let mut deadline = Deadline::new(
-            format!("[{:?}] {} to return {status}", self.mode, req.describe()),
-            timeout,
-        );
-        loop {
-            let check = match client.send(req).await {
-                Ok(resp) if resp.status == status => Check::Done(resp),
-                Ok(resp) => Check::Pending(format!("got {}", resp.summary())),
-                Err(e) => Check::Pending(format!("transport error: {e:#}")),
-            };
-            match deadline.next(check).await {
-                Ok(Some(resp)) => return Ok(resp),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(anyhow!(
-                        "{e:#}\n{}{}",
-                        self.status_summary().await,
-                        self.diagnostics()
-                    ));
-                }
-            }
-        }
-    }
-
-    /// [`Scenario::eventually_with`] on the HTTP listener with [`PROPAGATION_TIMEOUT`].
-    pub async fn eventually(&self, req: &Req, status: u16) -> Result<Resp> {
-        self.eventually_with(&self.http, req, status, PROPAGATION_TIMEOUT)
-            .await
-    }
 }
 
 fn tail_file(dir: &Path, stem: &str, lines: usize) -> String {
@@ -542,41 +439,6 @@ fn tail_file(dir: &Path, stem: &str, lines: usize) -> String {
         }
     }
     text
-}
-
-/// A blocking `GET` on loopback (usable in `Drop`), body only.
-fn blocking_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let addr = crate::ports::loopback(port);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let body = &raw[split + 4..];
-    if !head.contains("transfer-encoding: chunked") {
-        return Some(String::from_utf8_lossy(body).into_owned());
-    }
-    // De-chunk: "<hex size>\r\n<data>\r\n" ... "0\r\n\r\n".
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).ok()?;
-        let data = rest.get(eol + 2..eol + 2 + size)?;
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(data);
-        rest = rest.get(eol + 2 + size + 2..)?;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 impl Drop for Scenario {
@@ -605,12 +467,18 @@ impl Drop for Scenario {
             ));
             dumps.push((
                 self.ports.admin,
+                "/debug/connections".into(),
+                "wayguard-connections.json",
+            ));
+            dumps.push((self.ports.admin, "/metrics".into(), "wayguard-metrics.txt"));
+            dumps.push((
+                self.ports.admin,
                 format!("/debug/config_dump?gateway={}", self.gateway),
                 "wayguard-config_dump.json",
             ));
         }
         for (port, url, file) in dumps {
-            if let Some(body) = blocking_get(port, &url) {
+            if let Some(body) = crate::http::blocking_get(port, &url) {
                 let _ = std::fs::write(path.join(file), body);
             }
         }

@@ -118,7 +118,7 @@ async fn jwt_status_matrix(mode: XdsMode) -> Result<()> {
         resp.echo()?.method == "OPTIONS",
         "preflight reached the backend"
     );
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 /// `forwardOriginalToken: true` and `outputClaimToHeaders` (seed 01) at the backend.
@@ -154,5 +154,5 @@ async fn jwt_claims_reach_the_backend(mode: XdsMode) -> Result<()> {
         "x-user-email without an email claim: {:?}",
         seen.header("x-user-email")
     );
-    Ok(())
+    s.assert_no_nacks().await
 }

@@ -15,6 +15,7 @@ matrix!(
     seed05_principal_and_scope_over_mtls,
     mtls_client_ca_from_secret,
     mtls_per_port_insecure_fallback,
+    tls_secret_rotation_without_envoy_restart,
     #[ignore = "known wayguard gap: listeners[].tls.frontendValidation is silently ignored \
                 (no client validation, nothing in /debug/status); run with --ignored"]
     mtls_legacy_listener_frontend_validation_enforced_or_reported,
@@ -91,7 +92,7 @@ async fn seed05_principal_and_scope_over_mtls(mode: XdsMode) -> Result<()> {
     }
     // The plain HTTP listener has no peer principal: 403 whatever the token.
     s.expect(&charge, 403).await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 async fn mtls_client_ca_from_secret(mode: XdsMode) -> Result<()> {
@@ -106,7 +107,7 @@ async fn mtls_client_ca_from_secret(mode: XdsMode) -> Result<()> {
         .await?;
     let other = s.tls_client(&pki, Some(&pki.client_cert(OTHER_SPIFFE)?))?;
     s.expect_with(&other, &charge(&okta)?, 403).await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 /// `perPort` validation with `AllowInsecureFallback`: a client without a certificate connects
@@ -124,7 +125,7 @@ async fn mtls_per_port_insecure_fallback(mode: XdsMode) -> Result<()> {
         .await?;
     let anonymous = s.tls_client(&pki, None)?;
     s.expect_with(&anonymous, &charge(&okta)?, 403).await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 /// The pre-v1.4 listener-level `tls.frontendValidation` (the form the tier-2 brief named):
@@ -154,5 +155,32 @@ async fn mtls_legacy_listener_frontend_validation_enforced_or_reported(
          (warnings: {})",
         status["warnings"]
     );
-    Ok(())
+    s.assert_no_nacks().await
+}
+
+/// A new server certificate and client CA (Secret and ConfigMap edited on disk) reach Envoy
+/// over SDS without restarting it.
+async fn tls_secret_rotation_without_envoy_restart(mode: XdsMode) -> Result<()> {
+    let old = Pki::new("old CA")?;
+    let (mut s, okta) = start(mode, &old, ClientValidation::configmap("client-ca")).await?;
+    let pid = s.envoy()?.pid();
+    let old_client = s.tls_client(&old, Some(&old.client_cert(CHECKOUT_SPIFFE)?))?;
+    s.eventually_with(&old_client, &charge(&okta)?, 200, PROPAGATION_TIMEOUT)
+        .await?;
+
+    let new = Pki::new("new CA")?;
+    let new_client = s.tls_client(&new, Some(&new.client_cert(CHECKOUT_SPIFFE)?))?;
+    ensure!(
+        new_client.send(&charge(&okta)?).await.is_err(),
+        "a client of the new CA got through before the rotation"
+    );
+    s.rotate_https(&new)?;
+    s.eventually_with(&new_client, &charge(&okta)?, 200, PROPAGATION_TIMEOUT)
+        .await?;
+    ensure!(
+        old_client.send(&charge(&okta)?).await.is_err(),
+        "a client of the old CA still got through after the rotation"
+    );
+    ensure!(s.envoy()?.pid() == pid, "Envoy was restarted");
+    s.assert_no_nacks().await
 }

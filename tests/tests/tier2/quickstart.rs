@@ -76,5 +76,5 @@ async fn quickstart_demo_tokens(mode: XdsMode) -> Result<()> {
         "Audiences in Jwt are not allowed",
     )
     .await?;
-    Ok(())
+    s.assert_no_nacks().await
 }

@@ -99,7 +99,7 @@ async fn policy_edit_delete_and_broken_file(mode: XdsMode) -> Result<()> {
         "Envoy was restarted (pid {pid} -> {})",
         envoy_pid(&mut s)?
     );
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 async fn envoy_enforces_while_wayguard_is_down_and_converges_after_restart(
@@ -153,7 +153,7 @@ async fn envoy_enforces_while_wayguard_is_down_and_converges_after_restart(
     s.write_config("authz.yaml", &seed03()?)?;
     s.eventually(&Req::get("/a"), 403).await?;
     ensure!(envoy_pid(&mut s)? == pid, "Envoy was restarted");
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 /// Sum of `wayguard_jwks_fetch_*` counters named `metric` in wayguard's `/metrics`.
@@ -211,7 +211,7 @@ async fn jwks_rotation_reaches_envoy(mode: XdsMode) -> Result<()> {
         }
     }
     s.expect(&Req::get("/r").bearer(&third), 200).await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 async fn issuer_down_at_start_fails_closed_then_recovers(mode: XdsMode) -> Result<()> {
@@ -242,5 +242,5 @@ async fn issuer_down_at_start_fails_closed_then_recovers(mode: XdsMode) -> Resul
     )
     .await?;
     ensure!(okta.jwks_fetches() >= 1, "JWKS never fetched");
-    Ok(())
+    s.assert_no_nacks().await
 }

@@ -57,7 +57,7 @@ async fn seed03_groups_claim(mode: XdsMode) -> Result<()> {
     // No `sub`: requestPrincipals ["*"] needs iss and sub.
     let no_sub = okta.token(payments(json!({"groups": ["payments-admin"], "sub": null})))?;
     s.expect(&Req::get("/refund").bearer(&no_sub), 403).await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 /// Seed 02: Okta in `Authorization`, the internal IdP in `x-service-jwt` (`fromHeaders`).
@@ -128,7 +128,7 @@ async fn seed02_multi_issuer_from_headers(mode: XdsMode) -> Result<()> {
     .await?;
     // Missing everywhere: still allowed (no AuthorizationPolicy).
     s.expect(&Req::get("/internal"), 200).await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
 
 /// A DENY policy on audiences.
@@ -185,5 +185,5 @@ async fn seed04_deny_audience_and_fix(mode: XdsMode) -> Result<()> {
     s.expect(&Req::get("/x").bearer(&ours), 200).await?;
     s.expect_body(&Req::get("/x").bearer(&theirs), 403, "RBAC: access denied")
         .await?;
-    Ok(())
+    s.assert_no_nacks().await
 }
