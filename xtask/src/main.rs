@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own build tooling (CRD generation, tool installation, CI).
 
 mod bench;
+mod chart;
 mod ci;
 mod crds;
 mod tools;
@@ -27,6 +28,8 @@ enum Command {
     Tools(tools::ToolsArgs),
     /// Run the benchmarks (figures, not pass/fail).
     Bench,
+    /// helm lint + helm template of charts/wayguard, with assertions on the output.
+    Chart,
     /// Run everything CI runs: fmt, clippy, CRD staleness, and every test tier.
     Ci(ci::CiArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> Result<()> {
         Command::Crds { check } => crds::run(check),
         Command::Tools(args) => tools::run(args),
         Command::Bench => bench::run(),
+        Command::Chart => chart::run(),
         Command::Ci(args) => ci::run(args),
     }
 }
