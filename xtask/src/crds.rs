@@ -26,6 +26,18 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Writes the Gateway API CRDs (generated from the `gateway-api` crate) for a test cluster.
+pub fn write_gateway_api(path: &Path) -> Result<()> {
+    let docs: Vec<String> = wayguard_api::crd::gateway_api()
+        .iter()
+        .map(|c| serde_saphyr::to_string(c).map_err(|e| anyhow::anyhow!("rendering: {e}")))
+        .collect::<Result<_>>()?;
+    std::fs::write(path, docs.join("---\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 /// Writes the CRDs, or with `check` fails when a committed file is missing, stale or extra.
 pub fn run(check: bool) -> Result<()> {
     let root = repo_root();

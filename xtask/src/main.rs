@@ -3,6 +3,7 @@
 mod bench;
 mod chart;
 mod ci;
+mod cluster;
 mod crds;
 mod tools;
 
@@ -23,6 +24,9 @@ enum Command {
         /// Fail instead of writing when the committed files are stale.
         #[arg(long)]
         check: bool,
+        /// Instead, write the Gateway API CRDs (for a test cluster) to this file.
+        #[arg(long)]
+        gateway_api: Option<std::path::PathBuf>,
     },
     /// Install (idempotently, into a cache outside the repo) the tools the test tiers need.
     Tools(tools::ToolsArgs),
@@ -30,16 +34,29 @@ enum Command {
     Bench,
     /// helm lint + helm template of charts/wayguard, with assertions on the output.
     Chart,
+    /// Run a local etcd + kube-apiserver until DIR/stop exists (development).
+    Cluster(cluster::ClusterArgs),
     /// Run everything CI runs: fmt, clippy, CRD staleness, and every test tier.
     Ci(ci::CiArgs),
 }
 
 fn main() -> Result<()> {
     match Args::parse().command {
-        Command::Crds { check } => crds::run(check),
+        Command::Crds {
+            check,
+            gateway_api: Some(path),
+        } => {
+            let _ = check;
+            crds::write_gateway_api(&path)
+        }
+        Command::Crds {
+            check,
+            gateway_api: None,
+        } => crds::run(check),
         Command::Tools(args) => tools::run(args),
         Command::Bench => bench::run(),
         Command::Chart => chart::run(),
+        Command::Cluster(args) => cluster::run(args),
         Command::Ci(args) => ci::run(args),
     }
 }

@@ -121,6 +121,38 @@ impl Kind {
         }
     }
 
+    /// The resource name in API paths (`requestauthentications`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::RequestAuthentication => "requestauthentications",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::AuthConfig => "authconfigs",
+            Kind::EnterpriseAgentgatewayPolicy => "enterpriseagentgatewaypolicies",
+            Kind::AgentgatewayBackend => "agentgatewaybackends",
+            Kind::GatewayClass => "gatewayclasses",
+            Kind::Gateway => "gateways",
+            Kind::HttpRoute => "httproutes",
+            Kind::ReferenceGrant => "referencegrants",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
+            Kind::Namespace => "namespaces",
+        }
+    }
+
+    /// Whether wayguard writes this kind's status (the kinds it serves).
+    pub fn has_wayguard_status(self) -> bool {
+        matches!(
+            self,
+            Kind::RequestAuthentication
+                | Kind::AuthorizationPolicy
+                | Kind::AuthConfig
+                | Kind::EnterpriseAgentgatewayPolicy
+                | Kind::AgentgatewayBackend
+        )
+    }
+
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
         !matches!(self, Kind::Namespace | Kind::GatewayClass)

@@ -255,6 +255,7 @@ pub struct UserSession {
 pub struct CookieOptions {
     /// Max-Age in seconds (default 30 days; 0 = session cookie).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub max_age: Option<u32>,
     /// Omit the `Secure` attribute (default false: cookies are Secure).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -434,6 +435,7 @@ pub struct JwksOnDemandCacheRefreshPolicy {
     pub always: Option<EmptyObject>,
     /// Refresh at most this many times per discovery poll interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub max_idp_req_per_polling_interval: Option<u32>,
 }
 

@@ -230,6 +230,9 @@ pub struct Cluster {
     pub endpoints: Vec<(String, u16)>,
     /// Speak HTTP/2 to the upstream (`appProtocol` h2c / grpc).
     pub http2: bool,
+    /// The endpoints are DNS names (EndpointSlices with `addressType: FQDN`): Envoy resolves
+    /// them itself (STRICT_DNS) instead of receiving IPs over EDS.
+    pub dns: bool,
 }
 
 /// A cluster to a DNS name or IP outside the mesh.

@@ -275,3 +275,40 @@ fn policy_order(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
 mod routing_tests;
 #[cfg(test)]
 mod tests;
+
+impl Index {
+    /// The gateways an AuthorizationPolicy or RequestAuthentication attaches to (for status).
+    pub fn policy_gateways(&self, key: &ObjectRef) -> Vec<GatewayId> {
+        let Some(resource) = self.entry(key).and_then(|e| e.valid.as_ref()) else {
+            return Vec::new();
+        };
+        let (ns, selector, target_ref, target_refs) = match resource {
+            Resource::RequestAuthentication(ra) => (
+                ra.metadata.namespace.as_deref().unwrap_or_default(),
+                ra.spec.selector.as_ref(),
+                ra.spec.target_ref.as_ref(),
+                ra.spec.target_refs.as_slice(),
+            ),
+            Resource::AuthorizationPolicy(ap) => (
+                ap.metadata.namespace.as_deref().unwrap_or_default(),
+                ap.spec.selector.as_ref(),
+                ap.spec.target_ref.as_ref(),
+                ap.spec.target_refs.as_slice(),
+            ),
+            _ => return Vec::new(),
+        };
+        self.gateways()
+            .into_iter()
+            .filter(|id| {
+                self.gateway_info(id).is_some_and(|info| {
+                    attach::attaches(&self.config, &info, ns, selector, target_ref, target_refs)
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a valid object exists.
+    pub fn exists(&self, key: &ObjectRef) -> bool {
+        self.entry(key).is_some_and(|e| e.valid.is_some())
+    }
+}

@@ -786,6 +786,7 @@ impl Builder<'_> {
             .and_then(|p| p.app_protocol.as_deref())
             .is_some_and(|a| matches!(a, "kubernetes.io/h2c" | "grpc" | "http2" | "h2c"));
         let mut endpoints = BTreeSet::new();
+        let mut dns = false;
         for r in self.index.valid(Kind::EndpointSlice) {
             let Resource::EndpointSlice(slice) = r else {
                 continue;
@@ -798,10 +799,11 @@ impl Builder<'_> {
                     .and_then(|l| l.get("kubernetes.io/service-name"))
                     .map(String::as_str)
                     != Some(service)
-                || !matches!(slice.address_type.as_str(), "IPv4" | "IPv6")
+                || !matches!(slice.address_type.as_str(), "IPv4" | "IPv6" | "FQDN")
             {
                 continue;
             }
+            dns |= slice.address_type == "FQDN";
             let Some(target) = slice
                 .ports
                 .iter()
@@ -827,6 +829,7 @@ impl Builder<'_> {
                 name: name.clone(),
                 endpoints: endpoints.into_iter().collect(),
                 http2,
+                dns,
             },
         );
         name
@@ -959,5 +962,98 @@ impl SortKey {
             rule,
             matcher,
         }
+    }
+}
+
+impl Index {
+    /// Secrets and ConfigMaps that wayguard's gateways and AuthConfigs reference: the only ones a
+    /// Kubernetes source needs to watch (least privilege, and no cluster-wide Secret cache).
+    pub fn referenced_objects(&self) -> BTreeSet<ObjectRef> {
+        let mut out = BTreeSet::new();
+        let obj = |kind: Kind, namespace: &str, name: &str| ObjectRef {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        for id in self.gateways() {
+            let Some(gw) = self.gateway(&id) else {
+                continue;
+            };
+            for l in &gw.spec.listeners {
+                for r in l
+                    .tls
+                    .iter()
+                    .flat_map(|t| t.certificate_refs.iter().flatten())
+                {
+                    if r.kind.as_deref().unwrap_or("Secret") == "Secret" {
+                        out.insert(obj(
+                            Kind::Secret,
+                            r.namespace.as_deref().unwrap_or(&id.namespace),
+                            &r.name,
+                        ));
+                    }
+                }
+            }
+            if let Some(frontend) = gw.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) {
+                let default = frontend.default.validation.iter().flat_map(|v| {
+                    v.ca_certificate_refs
+                        .iter()
+                        .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
+                });
+                let per_port = frontend.per_port.iter().flatten().flat_map(|p| {
+                    p.tls.validation.iter().flat_map(|v| {
+                        v.ca_certificate_refs
+                            .iter()
+                            .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
+                    })
+                });
+                for (kind, ns, name) in default.chain(per_port) {
+                    let kind = if kind == "Secret" {
+                        Kind::Secret
+                    } else {
+                        Kind::ConfigMap
+                    };
+                    out.insert(obj(kind, ns.as_deref().unwrap_or(&id.namespace), &name));
+                }
+            }
+        }
+        for r in self.valid(Kind::AuthConfig) {
+            let Resource::AuthConfig(ac) = r else {
+                continue;
+            };
+            let ns = ac.metadata.namespace.clone().unwrap_or_default();
+            for step in &ac.spec.configs {
+                let Some(oidc) = step
+                    .oauth2
+                    .as_ref()
+                    .and_then(|o| o.oidc_authorization_code.as_ref())
+                else {
+                    continue;
+                };
+                let refs = [
+                    oidc.client_secret_ref.as_ref(),
+                    oidc.client_authentication
+                        .as_ref()
+                        .and_then(|c| c.client_secret.as_ref())
+                        .and_then(|c| c.client_secret_ref.as_ref()),
+                    oidc.client_authentication
+                        .as_ref()
+                        .and_then(|c| c.private_key_jwt.as_ref())
+                        .and_then(|p| p.signing_key_ref.as_ref()),
+                    oidc.session
+                        .as_ref()
+                        .and_then(|s| s.cipher_config.as_ref())
+                        .and_then(|c| c.key_ref.as_ref()),
+                ];
+                for r in refs.into_iter().flatten() {
+                    out.insert(obj(
+                        Kind::Secret,
+                        r.namespace.as_deref().unwrap_or(&ns),
+                        &r.name,
+                    ));
+                }
+            }
+        }
+        out
     }
 }

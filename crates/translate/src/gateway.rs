@@ -151,7 +151,12 @@ pub fn gateway_resources(config: &GatewayConfig, ctx: &AuthContext<'_>) -> Gatew
             .map(cluster)
             .chain(config.external_clusters.iter().map(external_cluster))
             .collect(),
-        endpoints: config.clusters.iter().map(load_assignment).collect(),
+        endpoints: config
+            .clusters
+            .iter()
+            .filter(|c| !c.dns)
+            .map(load_assignment)
+            .collect(),
         secrets: config.secrets.iter().map(secret).collect(),
         extension_configs,
         diagnostics: auth.diagnostics,
@@ -492,6 +497,20 @@ fn cluster(c: &Cluster) -> EnvoyCluster {
             }),
         );
     }
+    if c.dns {
+        // FQDN endpoints: Envoy resolves the names itself.
+        return EnvoyCluster {
+            name: c.name.clone(),
+            connect_timeout: Some(seconds(5)),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32,
+            )),
+            dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
+            load_assignment: Some(load_assignment(c)),
+            typed_extension_protocol_options: options,
+            ..Default::default()
+        };
+    }
     EnvoyCluster {
         name: c.name.clone(),
         connect_timeout: Some(seconds(5)),
@@ -552,6 +571,7 @@ fn external_cluster(c: &ExternalCluster) -> EnvoyCluster {
         } else {
             cluster::DiscoveryType::StrictDns
         } as i32)),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: c.name.clone(),
             endpoints: vec![LocalityLbEndpoints {

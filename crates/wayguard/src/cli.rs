@@ -80,6 +80,15 @@ struct ServeArgs {
     /// (Envoy fetches from in-mesh Services, wayguard inlines the rest), `envoy` (Envoy always fetches).
     #[arg(long, env = "PILOT_JWT_ENABLE_REMOTE_JWKS", default_value = "istiod")]
     jwks_fetch_mode: String,
+    /// Namespace of the leader election Lease (Kubernetes mode; the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    leader_election_namespace: String,
+    /// This replica's identity in leader election (the pod name; default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+    /// How long a leader's lease lasts without renewal; a new leader takes over within it.
+    #[arg(long, env = "WAYGUARD_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
     /// Log format.
     #[arg(long, env = "WAYGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -157,21 +166,43 @@ fn serve(args: ServeArgs) -> ExitCode {
         debounce_max,
         jwks_refresh_interval,
         jwks_fetch_mode,
+        leader_election_namespace,
+        leader_election_identity,
+        lease_duration,
         log_format,
         log,
     } = args;
     init_logging(log_format, &log);
-    if kubernetes {
-        eprintln!("error: --kubernetes is not implemented yet; use --config-dir DIR");
-        return ExitCode::from(2);
-    }
-    let Some(config_dir) = config_dir else {
-        eprintln!("error: serve needs --config-dir DIR");
-        return ExitCode::from(2);
+    let source = match (kubernetes, config_dir) {
+        (true, Some(_)) => {
+            eprintln!("error: use either --kubernetes or --config-dir, not both");
+            return ExitCode::from(2);
+        }
+        (true, None) => {
+            let identity = leader_election_identity.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| format!("wayguard-{}", std::process::id()))
+            });
+            crate::serve::SourceConfig::Kubernetes {
+                lease: crate::kubernetes::lease::LeaseConfig {
+                    namespace: leader_election_namespace,
+                    name: "wayguard-leader".into(),
+                    identity,
+                    lease_duration,
+                    retry_period: lease_duration / 3,
+                },
+            }
+        }
+        (false, Some(dir)) => crate::serve::SourceConfig::Files(dir),
+        (false, None) => {
+            eprintln!("error: serve needs --config-dir DIR or --kubernetes");
+            return ExitCode::from(2);
+        }
     };
     tracing::info!(%extauth_address, %sts_address, "ext_authz and STS are not served yet");
     let config = crate::serve::ServeConfig {
-        config_dir,
+        source,
         xds_address,
         admin_address,
         root_namespace,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dump;
 pub mod files;
 pub mod keys;
+pub mod kubernetes;
 pub mod pipeline;
 pub mod render;
 pub mod rotation;

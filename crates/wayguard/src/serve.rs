@@ -21,11 +21,23 @@ use crate::keys::KeyMaterial;
 use crate::pipeline::{Pipeline, PipelineMetrics};
 use crate::source::FileSource;
 
+/// Where configuration comes from.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// A directory of YAML, watched.
+    Files(PathBuf),
+    /// The cluster from in-cluster config or KUBECONFIG.
+    Kubernetes {
+        /// The leader election lease (status is written by the leader only).
+        lease: crate::kubernetes::lease::LeaseConfig,
+    },
+}
+
 /// Settings of `wayguard serve` (see [`crate::cli`] for flags).
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// Directory of YAML to serve.
-    pub config_dir: PathBuf,
+    /// Configuration source.
+    pub source: SourceConfig,
     /// xDS listen address.
     pub xds_address: SocketAddr,
     /// Admin listen address.
@@ -86,11 +98,10 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if !config.config_dir.is_dir() {
-        bail!(
-            "--config-dir {}: not a directory",
-            config.config_dir.display()
-        );
+    if let SourceConfig::Files(dir) = &config.source
+        && !dir.is_dir()
+    {
+        bail!("--config-dir {}: not a directory", dir.display());
     }
     let mut registry = Registry::with_prefix("wayguard");
     let xds_metrics = wayguard_xds::Metrics::register(registry.sub_registry_with_prefix("xds"));
@@ -134,17 +145,27 @@ pub async fn run(
         pipeline_metrics,
     );
 
-    // Initial load.
-    let mut source = FileSource::new(config.config_dir.clone());
-    {
-        let mut index = pipeline.index.write();
-        source
-            .scan(&mut index)
-            .with_context(|| format!("reading {}", config.config_dir.display()))?;
-    }
-    for p in source.problems() {
-        tracing::warn!(file = %p.file, problem = %p.message, "skipped");
-    }
+    // Sources wake the pipeline through one channel; rebuilds are published for the
+    // referenced-object watchers and the status writer.
+    let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<()>();
+    let (rebuilt_tx, rebuilt_rx) = watch::channel(0u64);
+    let mut source = match &config.source {
+        SourceConfig::Files(dir) => {
+            let mut source = FileSource::new(dir.clone());
+            {
+                let mut index = pipeline.index.write();
+                source
+                    .scan(&mut index)
+                    .with_context(|| format!("reading {}", dir.display()))?;
+            }
+            for p in source.problems() {
+                tracing::warn!(file = %p.file, problem = %p.message, "skipped");
+            }
+            Some(source)
+        }
+        SourceConfig::Kubernetes { .. } => None,
+    };
+
     let xds = XdsServer::new(cache.clone(), xds_metrics);
     let connections = xds.registry().clone();
     let admin_state = Arc::new(AdminState {
@@ -152,7 +173,12 @@ pub async fn run(
         connections,
         registry: Mutex::new(registry),
         ready: Default::default(),
-        file_problems: Mutex::new(source.problems()),
+        file_problems: Mutex::new(
+            source
+                .as_ref()
+                .map(FileSource::problems)
+                .unwrap_or_default(),
+        ),
     });
 
     // Serve admin and xDS before the first snapshot: Envoy connects and waits for it.
@@ -162,7 +188,7 @@ pub async fn run(
     let xds_listener = tokio::net::TcpListener::bind(config.xds_address)
         .await
         .with_context(|| format!("binding --xds-address {}", config.xds_address))?;
-    tracing::info!(xds = %config.xds_address, admin = %config.admin_address, dir = %config.config_dir.display(), "serving");
+    tracing::info!(xds = %config.xds_address, admin = %config.admin_address, source = ?config.source, "serving");
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), stopped()));
     // xDS and the JWKS rotation signal (access log service) share the xDS port.
     let xds_task = tokio::spawn({
@@ -184,32 +210,56 @@ pub async fn run(
                 .await
         }
     });
+
+    let mut watcher = None;
+    match &config.source {
+        SourceConfig::Kubernetes { lease } => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+            let synced = crate::kubernetes::start(
+                client.clone(),
+                pipeline.clone(),
+                trigger_tx.clone(),
+                rebuilt_rx.clone(),
+            );
+            wait_synced(&synced, &pipeline).await;
+            let leading = crate::kubernetes::lease::spawn(client.clone(), lease.clone(), stopped());
+            crate::kubernetes::status::spawn(client, pipeline.clone(), leading, rebuilt_rx.clone());
+        }
+        SourceConfig::Files(dir) => {
+            // Settled events on manifests wake the pipeline. Only manifests (or directories, whose
+            // removal takes manifests along) matter: an editor's temporary files must not use up
+            // the leading edge of the debounce.
+            let tx = trigger_tx.clone();
+            let mut w =
+                notify::recommended_watcher(
+                    move |event: notify::Result<notify::Event>| match event {
+                        Ok(e)
+                            if is_settled(&e.kind)
+                                && e.paths.iter().any(|p| {
+                                    crate::files::is_manifest(p) || p.extension().is_none()
+                                }) =>
+                        {
+                            let _ = tx.send(());
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "file watch error"),
+                    },
+                )
+                .context("starting the file watcher")?;
+            w.watch(dir, RecursiveMode::Recursive)
+                .with_context(|| format!("watching {}", dir.display()))?;
+            watcher = Some(w);
+        }
+    }
+    drop(trigger_tx);
+
     pipeline.settle_keys(Duration::from_secs(10)).await;
     let changed = pipeline.rebuild();
+    rebuilt_tx.send_modify(|n| *n += 1);
     tracing::info!(gateways = changed.len(), "initial configuration built");
     admin_state.ready.store(true, Ordering::Release);
-
-    // File watcher: settled events wake the pipeline loop.
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            // Only manifests (or directories, whose removal takes manifests along) matter; an editor's
-            // temporary files must not use up the leading edge of the debounce.
-            Ok(e)
-                if is_settled(&e.kind)
-                    && e.paths
-                        .iter()
-                        .any(|p| crate::files::is_manifest(p) || p.extension().is_none()) =>
-            {
-                let _ = events_tx.send(());
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "file watch error"),
-        })
-        .context("starting the file watcher")?;
-    watcher
-        .watch(&config.config_dir, RecursiveMode::Recursive)
-        .with_context(|| format!("watching {}", config.config_dir.display()))?;
 
     let mut jwks_changes = resolver.changes();
     let loop_pipeline = pipeline.clone();
@@ -221,9 +271,9 @@ pub async fn run(
         let mut last_run = Instant::now() - debounce;
         loop {
             // Wait for the first change.
-            let mut files_changed = tokio::select! {
+            let mut sources_changed = tokio::select! {
                 _ = &mut loop_stop => return,
-                e = events_rx.recv() => { if e.is_none() { return; } true }
+                e = trigger_rx.recv() => { if e.is_none() { return; } true }
                 r = jwks_changes.changed() => { if r.is_err() { return; } false }
             };
             // Leading edge after a quiet period; otherwise coalesce until quiet or the cap.
@@ -234,31 +284,34 @@ pub async fn run(
                     let quiet = tokio::time::Instant::now() + debounce;
                     tokio::select! {
                         _ = tokio::time::sleep_until(quiet.min(cap)) => break,
-                        e = events_rx.recv() => { if e.is_none() { return; } files_changed = true; }
+                        e = trigger_rx.recv() => { if e.is_none() { return; } sources_changed = true; }
                         r = jwks_changes.changed() => { if r.is_err() { return; } }
                     }
                 }
             }
-            while events_rx.try_recv().is_ok() {
-                files_changed = true;
+            while trigger_rx.try_recv().is_ok() {
+                sources_changed = true;
             }
-            if files_changed {
-                let outcome = {
-                    let mut index = loop_pipeline.index.write();
-                    source.scan(&mut index)
-                };
-                match outcome {
-                    Ok(o) => {
-                        tracing::debug!(files = o.files_read, changed = o.changed, "rescanned")
+            if sources_changed {
+                if let Some(source) = source.as_mut() {
+                    let outcome = {
+                        let mut index = loop_pipeline.index.write();
+                        source.scan(&mut index)
+                    };
+                    match outcome {
+                        Ok(o) => {
+                            tracing::debug!(files = o.files_read, changed = o.changed, "rescanned")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rescan failed; keeping the current state")
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "rescan failed; keeping the current state")
-                    }
+                    *loop_state.file_problems.lock() = source.problems();
                 }
-                *loop_state.file_problems.lock() = source.problems();
                 loop_pipeline.settle_keys(Duration::from_secs(2)).await;
             }
             loop_pipeline.rebuild();
+            rebuilt_tx.send_modify(|n| *n += 1);
             last_run = Instant::now();
         }
     });
@@ -267,6 +320,7 @@ pub async fn run(
     tracing::info!("shutting down: draining xDS streams");
     let _ = stop_tx.send(true);
     drop(watcher);
+    drop(rebuilt_rx);
     let deadline = Duration::from_secs(10);
     let _ = tokio::time::timeout(deadline, async {
         let _ = pipeline_task.await;
@@ -276,4 +330,46 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+/// Waits until every watched kind listed once, then (bounded) until the referenced
+/// Secrets/ConfigMaps were read, so HTTPS listeners are not programmed a beat late.
+async fn wait_synced(synced: &crate::kubernetes::Synced, pipeline: &Pipeline) {
+    let mut rx = synced.subscribe();
+    let all: std::collections::BTreeSet<_> = crate::kubernetes::WATCHED.into_iter().collect();
+    loop {
+        let missing: Vec<String> = all
+            .difference(&rx.borrow())
+            .map(ToString::to_string)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                tracing::info!(waiting_for = ?missing, "waiting for the initial list of these kinds");
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        {
+            let index = pipeline.index.read();
+            if index
+                .referenced_objects()
+                .iter()
+                .all(|k| index.entry(k).is_some())
+            {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "some referenced Secrets/ConfigMaps did not arrive within 5s; continuing"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,370 @@
+//! Status conditions of the kinds wayguard serves, written by the leader with server-side apply,
+//! only when they changed: `Accepted` (validation), `ResolvedRefs` (targets, secrets, backends)
+//! and, for RequestAuthentications, `JwksResolved`; `observedGeneration` on each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::watch;
+use wayguard_api::resource::{Kind, ObjectRef, Resource};
+use wayguard_api::status::conditions as c;
+use wayguard_core::authn::JwksSource;
+use wayguard_index::Index;
+use wayguard_jwks::JwksStatus;
+
+use crate::keys::KeyMaterial;
+use crate::pipeline::Pipeline;
+
+/// The field manager of wayguard's status writes.
+pub const FIELD_MANAGER: &str = "wayguard";
+
+/// A condition without its transition time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Want {
+    kind: &'static str,
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+fn want(
+    kind: &'static str,
+    ok: Option<bool>,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Want {
+    Want {
+        kind,
+        status: match ok {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        },
+        reason,
+        message: message.into(),
+    }
+}
+
+fn accepted(index: &Index, key: &ObjectRef) -> Want {
+    let Some(entry) = index.entry(key) else {
+        return want(c::ACCEPTED, Some(false), c::REASON_INVALID, "not known");
+    };
+    match &entry.rejected {
+        Some((_, report)) => {
+            let kept = if entry.valid.is_some() {
+                " (the last valid version stays in effect)"
+            } else {
+                " (not in effect)"
+            };
+            want(
+                c::ACCEPTED,
+                Some(false),
+                c::REASON_INVALID,
+                format!("{}{kept}", report.error_message()),
+            )
+        }
+        None if entry.warnings.warnings.is_empty() => {
+            want(c::ACCEPTED, Some(true), c::REASON_ACCEPTED, "accepted")
+        }
+        None => want(
+            c::ACCEPTED,
+            Some(true),
+            c::REASON_ACCEPTED,
+            format!(
+                "accepted with warnings: {}",
+                entry
+                    .warnings
+                    .warnings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+    }
+}
+
+fn secret_ref(ns: &str, r: &wayguard_api::solo::ResourceRef) -> ObjectRef {
+    ObjectRef {
+        kind: Kind::Secret,
+        namespace: r.namespace.clone().unwrap_or_else(|| ns.to_string()),
+        name: r.name.clone(),
+    }
+}
+
+fn resolved_refs(index: &Index, key: &ObjectRef, resource: &Resource) -> Want {
+    let missing: Vec<String> = match resource {
+        Resource::RequestAuthentication(_) | Resource::AuthorizationPolicy(_) => {
+            let gateways = index.policy_gateways(key);
+            if gateways.is_empty() {
+                return want(
+                    c::RESOLVED_REFS,
+                    Some(false),
+                    c::REASON_TARGET_NOT_FOUND,
+                    "no Gateway with a wayguard class matches targetRefs (or the selector); the policy has no effect",
+                );
+            }
+            let names: Vec<String> = gateways.iter().map(ToString::to_string).collect();
+            return want(
+                c::RESOLVED_REFS,
+                Some(true),
+                c::REASON_RESOLVED,
+                format!("attached to {}", names.join(", ")),
+            );
+        }
+        Resource::AuthConfig(ac) => {
+            let ns = key.namespace.as_str();
+            ac.spec
+                .configs
+                .iter()
+                .filter_map(|s| s.oauth2.as_ref()?.oidc_authorization_code.as_ref())
+                .filter_map(|o| o.client_secret_ref.as_ref())
+                .map(|r| secret_ref(ns, r))
+                .filter(|r| !index.exists(r))
+                .map(|r| format!("Secret {}/{}", r.namespace, r.name))
+                .collect()
+        }
+        Resource::EnterpriseAgentgatewayPolicy(p) => {
+            let ns = key.namespace.as_str();
+            let mut missing = Vec::new();
+            if let Some(ea) = p
+                .spec
+                .traffic
+                .as_ref()
+                .and_then(|t| t.ent_ext_auth.as_ref())
+            {
+                let r = ObjectRef {
+                    kind: Kind::AuthConfig,
+                    namespace: ea
+                        .auth_config_ref
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| ns.to_string()),
+                    name: ea.auth_config_ref.name.clone(),
+                };
+                if !index.exists(&r) {
+                    missing.push(format!("AuthConfig {}/{}", r.namespace, r.name));
+                }
+            }
+            for t in &p.spec.target_refs {
+                let kind = match t.kind.as_str() {
+                    "Gateway" => Kind::Gateway,
+                    "HTTPRoute" => Kind::HttpRoute,
+                    "AgentgatewayBackend" => Kind::AgentgatewayBackend,
+                    "Service" => Kind::Service,
+                    _ => continue,
+                };
+                let r = ObjectRef {
+                    kind,
+                    namespace: ns.to_string(),
+                    name: t.name.clone(),
+                };
+                if !index.exists(&r) {
+                    missing.push(format!("{} {ns}/{}", t.kind, t.name));
+                }
+            }
+            missing
+        }
+        _ => Vec::new(),
+    };
+    if missing.is_empty() {
+        want(
+            c::RESOLVED_REFS,
+            Some(true),
+            c::REASON_RESOLVED,
+            "all references resolved",
+        )
+    } else {
+        want(
+            c::RESOLVED_REFS,
+            Some(false),
+            c::REASON_REF_NOT_FOUND,
+            format!("not found: {}", missing.join(", ")),
+        )
+    }
+}
+
+fn jwks_resolved(keys: &KeyMaterial, resource: &Resource) -> Option<Want> {
+    let Resource::RequestAuthentication(ra) = resource else {
+        return None;
+    };
+    let rules = wayguard_index::convert::jwt_rules(ra);
+    let mut pending = Vec::new();
+    let mut failed = Vec::new();
+    for rule in &rules {
+        let uri = match &rule.jwks {
+            JwksSource::Inline(_) => continue,
+            JwksSource::Uri(u) => Some(u.as_str()),
+            JwksSource::Discovery => None,
+        };
+        let label = uri.map_or_else(
+            || format!("discovery for {}", rule.issuer),
+            |u| format!("jwksUri {u}"),
+        );
+        match keys.resolver().status(&rule.issuer, uri) {
+            Some(JwksStatus::Ok) => {}
+            None | Some(JwksStatus::Pending) => pending.push(label),
+            Some(s) => failed.push(format!("{label}: {}", s.message().unwrap_or_default())),
+        }
+    }
+    Some(if !failed.is_empty() {
+        want(
+            c::JWKS_RESOLVED,
+            Some(false),
+            c::REASON_JWKS_FETCH_FAILED,
+            failed.join("; "),
+        )
+    } else if !pending.is_empty() {
+        want(
+            c::JWKS_RESOLVED,
+            None,
+            c::REASON_PENDING,
+            format!("fetching {}", pending.join(", ")),
+        )
+    } else {
+        want(
+            c::JWKS_RESOLVED,
+            Some(true),
+            c::REASON_JWKS_RESOLVED,
+            "every JWKS resolved (or inline, or fetched by Envoy)",
+        )
+    })
+}
+
+fn current_conditions(resource: &Resource) -> Vec<Condition> {
+    let status = match resource {
+        Resource::RequestAuthentication(r) => r.status.as_ref(),
+        Resource::AuthorizationPolicy(r) => r.status.as_ref(),
+        Resource::AuthConfig(r) => r.status.as_ref(),
+        Resource::EnterpriseAgentgatewayPolicy(r) => r.status.as_ref(),
+        Resource::AgentgatewayBackend(r) => r.status.as_ref(),
+        _ => None,
+    };
+    status.map(|s| s.conditions.clone()).unwrap_or_default()
+}
+
+/// The desired status of one object, keeping transition times of unchanged conditions.
+fn desired(
+    index: &Index,
+    keys: &KeyMaterial,
+    key: &ObjectRef,
+    resource: &Resource,
+) -> serde_json::Value {
+    let generation = resource.meta().generation;
+    let mut wants = vec![accepted(index, key), resolved_refs(index, key, resource)];
+    wants.extend(jwks_resolved(keys, resource));
+    let current = current_conditions(resource);
+    let now = Time(Timestamp::now());
+    let conditions: Vec<Condition> = wants
+        .into_iter()
+        .map(|w| {
+            let previous = current.iter().find(|c| c.type_ == w.kind);
+            let same = previous.is_some_and(|p| p.status == w.status && p.reason == w.reason);
+            Condition {
+                type_: w.kind.to_string(),
+                status: w.status.to_string(),
+                reason: w.reason.to_string(),
+                message: w.message,
+                observed_generation: generation,
+                last_transition_time: previous
+                    .filter(|_| same)
+                    .map_or_else(|| now.clone(), |p| p.last_transition_time.clone()),
+            }
+        })
+        .collect();
+    json!({"conditions": conditions, "observedGeneration": generation})
+}
+
+/// Compares statuses ignoring transition times (which only move when a condition changes).
+fn comparable(status: &serde_json::Value) -> serde_json::Value {
+    let mut s = status.clone();
+    if let Some(conds) = s.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for c in conds {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("lastTransitionTime");
+            }
+        }
+    }
+    s
+}
+
+/// Writes status whenever this replica leads, after rebuilds and JWKS status changes.
+pub fn spawn(
+    client: Client,
+    pipeline: Arc<Pipeline>,
+    mut leading: watch::Receiver<bool>,
+    mut rebuilt: watch::Receiver<u64>,
+) {
+    tokio::spawn(async move {
+        let mut jwks = pipeline.keys.resolver().status_changes();
+        let mut written: BTreeMap<ObjectRef, serde_json::Value> = BTreeMap::new();
+        loop {
+            if *leading.borrow() {
+                write_all(&client, &pipeline, &mut written).await;
+            } else {
+                written.clear();
+            }
+            tokio::select! {
+                r = leading.changed() => if r.is_err() { return },
+                r = rebuilt.changed() => if r.is_err() { return },
+                r = jwks.changed() => if r.is_err() { return },
+            }
+        }
+    });
+}
+
+async fn write_all(
+    client: &Client,
+    pipeline: &Pipeline,
+    written: &mut BTreeMap<ObjectRef, serde_json::Value>,
+) {
+    let work: Vec<(ObjectRef, serde_json::Value, String)> = {
+        let index = pipeline.index.read();
+        index
+            .entries()
+            .filter(|(k, _)| k.kind.has_wayguard_status())
+            .filter_map(|(k, e)| {
+                let resource = e.rejected.as_ref().map(|(r, _)| r).or(e.valid.as_ref())?;
+                let api_version = resource.to_value().ok()?.get("apiVersion")?.as_str()?.to_string();
+                let status = desired(&index, &pipeline.keys, k, resource);
+                let current = json!({"conditions": current_conditions(resource), "observedGeneration": resource.meta().generation});
+                let unchanged = comparable(&current) == comparable(&status)
+                    || written.get(k).is_some_and(|w| comparable(w) == comparable(&status));
+                (!unchanged).then(|| (k.clone(), status, api_version))
+            })
+            .collect()
+    };
+    for (key, status, api_version) in work {
+        let (group, version) = api_version
+            .rsplit_once('/')
+            .unwrap_or(("", api_version.as_str()));
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, key.kind.name()),
+            key.kind.plural(),
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.namespace, &ar);
+        let patch = json!({"apiVersion": api_version, "kind": key.kind.name(), "status": status});
+        match api
+            .patch_status(
+                &key.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(object = %key, "status written");
+                written.insert(key, status);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "writing status failed; retrying on the next change")
+            }
+        }
+    }
+}
