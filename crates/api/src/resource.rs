@@ -485,7 +485,8 @@ mod tests {
             Kind::from_type("security.istio.io/v2", "AuthorizationPolicy"),
             None
         );
-        assert_eq!(Kind::from_type("v1", "ConfigMap"), None);
+        assert_eq!(Kind::from_type("v1", "Pod"), None);
+        assert_eq!(Kind::from_type("v1", "ConfigMap"), Some(Kind::ConfigMap));
     }
 
     #[test]
@@ -506,10 +507,10 @@ mod tests {
     #[test]
     fn unknown_kinds_and_versions_are_reported() {
         let err =
-            decode_str("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").expect_err("kind");
+            decode_str("apiVersion: v1\nkind: Pod\nmetadata: {name: c}\n").expect_err("kind");
         assert!(
             err.message
-                .starts_with("unknown kind v1/ConfigMap; wayguard reads"),
+                .starts_with("unknown kind v1/Pod; wayguard reads"),
             "{err}"
         );
         let err = decode_str("apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: c}\n")
