@@ -21,7 +21,7 @@ pub enum Check<T> {
 
 /// A deadline for a hand-written polling loop (when the check needs `&mut` state):
 ///
-/// ```ignore
+/// ```text
 /// let mut deadline = Deadline::new("listener live", Duration::from_secs(30));
 /// loop {
 ///     let check = probe(&mut state).await;

@@ -10,8 +10,13 @@ use wayguard_tests::{IssuerOptions, JwtIssuer, keys};
 /// Upper bound for one test (startup, matrix, teardown).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Runs a test body with [`TEST_TIMEOUT`].
+/// Runs a test body with [`TEST_TIMEOUT`]. The wayguard binary is built (once per process)
+/// and the RSA key pool started before the clock starts: a cold build is not the test's time.
 pub async fn bounded(body: impl Future<Output = Result<()>>) -> Result<()> {
+    keys::prewarm();
+    tokio::task::spawn_blocking(wayguard_tests::wayguard::binary)
+        .await
+        .map_err(|e| anyhow!("building wayguard: {e}"))??;
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .map_err(|_| anyhow!("test exceeded {TEST_TIMEOUT:?}"))?
