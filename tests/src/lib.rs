@@ -17,6 +17,22 @@
 //! - [`scenario`]: all of the above wired together, with request assertions that report the
 //!   request, expected vs got, and the wayguard/Envoy logs.
 
+//!
+//! Running: `cargo xtask tools --envoy` once, then `cargo test -p wayguard-tests` (tier 2 is the
+//! `tier2` test target; each test runs in SotW and Delta mode). Environment:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `WAYGUARD_TOOLS` | tools cache with `tools.env` (default `~/.cache/wayguard-tools`) |
+//! | `WAYGUARD_ENVOY` | Envoy binary, overrides `tools.env` |
+//! | `WAYGUARD_BIN` | a prebuilt `wayguard` to test (nothing is built) |
+//! | `WAYGUARD_TEST_LOG` | wayguard's log filter (default `info`) |
+//! | `WAYGUARD_TEST_KEEP` | keep every scenario dir (always kept when a check failed) |
+//!
+//! A kept scenario dir holds `config/`, `logs/`, `envoy.yaml`, and dumps taken just before
+//! teardown: `envoy-config_dump.json`, `envoy-stats.txt`, `wayguard-status.json`,
+//! `wayguard-connections.json`, `wayguard-config_dump.json`, `wayguard-metrics.txt`.
+
 pub mod echo;
 pub mod envoy;
 pub mod http;

@@ -7,7 +7,11 @@ use wayguard_tests::{IssuerOptions, JwtIssuer, Req, ScenarioBuilder, XdsMode, ke
 
 use crate::common::{okta, payments, seed01};
 
-matrix!(jwt_status_matrix, jwt_claims_reach_the_backend);
+matrix!(
+    jwt_status_matrix,
+    jwt_claims_reach_the_backend,
+    jwt_keys_from_oidc_discovery,
+);
 
 /// SEMANTICS.md §1.4, one request per row, exact status and body.
 async fn jwt_status_matrix(mode: XdsMode) -> Result<()> {
@@ -153,6 +157,36 @@ async fn jwt_claims_reach_the_backend(mode: XdsMode) -> Result<()> {
         seen.header("x-user-email").is_none(),
         "x-user-email without an email claim: {:?}",
         seen.header("x-user-email")
+    );
+    s.assert_no_nacks().await
+}
+
+/// A rule without `jwksUri` or `jwks`: wayguard finds the key set through
+/// `<issuer>/.well-known/openid-configuration`, like istiod.
+async fn jwt_keys_from_oidc_discovery(mode: XdsMode) -> Result<()> {
+    let okta = okta().await?;
+    let ra = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: by-discovery\n  \
+         namespace: payments-prod\nspec:\n  targetRefs:\n  - kind: Gateway\n    group: gateway.networking.k8s.io\n    \
+         name: waypoint\n  jwtRules:\n  - issuer: \"{}\"\n    audiences: [\"api://payments\"]\n",
+        okta.issuer()
+    );
+    let s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", ra)
+        .start()
+        .await?;
+    let token = okta.token(payments(json!({})))?;
+    s.eventually(&Req::get("/d").bearer(&token), 200).await?;
+    s.expect(
+        &Req::get("/d").bearer(&okta.expired_token(payments(json!({})))?),
+        401,
+    )
+    .await?;
+    ensure!(
+        okta.discovery_fetches() >= 1 && okta.jwks_fetches() >= 1,
+        "discovery fetched {} times, JWKS {} times",
+        okta.discovery_fetches(),
+        okta.jwks_fetches()
     );
     s.assert_no_nacks().await
 }
