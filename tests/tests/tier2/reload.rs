@@ -12,6 +12,7 @@ use crate::common::{okta, payments, seed01};
 matrix!(
     policy_edit_delete_and_broken_file,
     envoy_enforces_while_wayguard_is_down_and_converges_after_restart,
+    wayguard_restart_drops_no_requests,
     jwks_rotation_reaches_envoy,
     issuer_down_at_start_fails_closed_then_recovers,
 );
@@ -153,6 +154,102 @@ async fn envoy_enforces_while_wayguard_is_down_and_converges_after_restart(
     s.write_config("authz.yaml", &seed03()?)?;
     s.eventually(&Req::get("/a"), 403).await?;
     ensure!(envoy_pid(&mut s)? == pid, "Envoy was restarted");
+    s.assert_no_nacks().await
+}
+
+/// Requests through Envoy in a loop (bounded: at most 5000, until `stop`), returning every
+/// answer that was not the expected one.
+fn request_loop(
+    client: wayguard_tests::HttpClient,
+    checks: Vec<(Req, u16)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut sent = 0u32;
+        let mut bad = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && sent < 5000 {
+            for (req, want) in &checks {
+                sent += 1;
+                match client.send(req).await {
+                    Ok(r) if r.status == *want => {}
+                    Ok(r) => bad.push(format!(
+                        "{}: want {want}, got {}",
+                        req.describe(),
+                        r.summary()
+                    )),
+                    Err(e) => bad.push(format!("{}: want {want}, got {e:#}", req.describe())),
+                }
+            }
+        }
+        (sent, bad)
+    })
+}
+
+/// Restarting wayguard with an unchanged config: Envoy reconnects and converges while every
+/// request keeps getting the right answer (ARCHITECTURE.md: "a reconnect converges without
+/// dropping requests").
+async fn wayguard_restart_drops_no_requests(mode: XdsMode) -> Result<()> {
+    let okta = okta().await?;
+    let mut s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", seed01(&okta)?)
+        .file("authz.yaml", seed03()?)
+        .start()
+        .await?;
+    let admin = okta.token(payments(json!({"groups": ["payments-admin"]})))?;
+    s.eventually(&Req::get("/a").bearer(&admin), 200).await?;
+    let before = s.envoy()?.stats().await?;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = wayguard_tests::HttpClient::plain(&format!("http://127.0.0.1:{}", s.http_port()))?;
+    let looping = request_loop(
+        client,
+        vec![(Req::get("/a").bearer(&admin), 200), (Req::get("/a"), 403)],
+        stop.clone(),
+    );
+    s.stop_wayguard();
+    s.envoy()?
+        .wait_connected_state(0, wayguard_tests::scenario::LISTENER_TIMEOUT)
+        .await?;
+    s.start_wayguard().await?;
+    s.envoy()?
+        .wait_connected_state(1, wayguard_tests::scenario::LISTENER_TIMEOUT)
+        .await?;
+    let conn = s.wait_connection().await?;
+    // Converged: Envoy ACKed what wayguard sent after the restart.
+    let mut deadline = wayguard_tests::poll::Deadline::new(
+        "Envoy ACKs the restarted wayguard's snapshot",
+        wayguard_tests::scenario::PROPAGATION_TIMEOUT,
+    );
+    let mut sync = conn["sync"].clone();
+    loop {
+        let check = if sync["acked"] == sync["seen"] && !sync["acked"].is_null() {
+            wayguard_tests::poll::Check::Done(())
+        } else {
+            wayguard_tests::poll::Check::Pending(sync.to_string())
+        };
+        if deadline.next(check).await?.is_some() {
+            break;
+        }
+        sync = s.wait_connection().await?["sync"].clone();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, bad) = looping.await?;
+    ensure!(
+        bad.is_empty(),
+        "[{mode:?}] {} of {sent} requests got a wrong answer across the restart: {:?}\n{}",
+        bad.len(),
+        bad.iter().take(5).collect::<Vec<_>>(),
+        s.diagnostics()
+    );
+    ensure!(sent > 0, "no request was sent");
+    let after = s.envoy()?.stats().await?;
+    let stat =
+        |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "[{mode:?}] {sent} requests across the restart; listener_manager.listener_modified {} -> {}",
+        stat(&before, "listener_manager.listener_modified"),
+        stat(&after, "listener_manager.listener_modified")
+    );
     s.assert_no_nacks().await
 }
 
