@@ -7,6 +7,7 @@
 pub mod crd;
 pub mod duration;
 pub mod istio;
+pub mod mesh;
 pub mod resource;
 pub mod solo;
 pub mod status;

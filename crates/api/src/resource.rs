@@ -506,8 +506,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_versions_are_reported() {
-        let err =
-            decode_str("apiVersion: v1\nkind: Pod\nmetadata: {name: c}\n").expect_err("kind");
+        let err = decode_str("apiVersion: v1\nkind: Pod\nmetadata: {name: c}\n").expect_err("kind");
         assert!(
             err.message
                 .starts_with("unknown kind v1/Pod; wayguard reads"),

@@ -21,6 +21,9 @@ pub struct GatewayConfig {
     pub external_clusters: Vec<ExternalCluster>,
     /// The cluster through which Envoy fetches each JWKS URI (hybrid and envoy fetch modes).
     pub jwks_clusters: std::collections::BTreeMap<String, String>,
+    /// CUSTOM providers that resolved (mesh config `extensionProviders`), by name; a policy whose
+    /// provider is missing here gets a DENY filter (fail closed).
+    pub providers: std::collections::BTreeMap<String, crate::authz::ExtAuthzProvider>,
     /// Auth policies attached to the gateway.
     pub auth: GatewayAuth,
     /// What could not be programmed, for logs and status.

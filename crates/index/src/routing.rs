@@ -14,9 +14,11 @@ use wayguard_api::gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
+use wayguard_api::mesh;
 use wayguard_api::resource::{Kind, ObjectRef, Resource};
 use wayguard_core::GatewayId;
 use wayguard_core::authn::{JwksFetchMode, JwksSource, JwtRule};
+use wayguard_core::authz::ExtAuthzProvider;
 use wayguard_core::routing::{
     Cluster, ExternalCluster, FilterChain, GatewayConfig, HeaderMatch, Listener, ListenerTls,
     PathMatch, Problem, Protocol, Route, RouteAction, RouteConfig, RouteMatch, SecretMaterial,
@@ -66,6 +68,7 @@ impl Index {
         let (listeners, routes) = b.listeners();
         let auth = self.gateway_auth(id);
         let jwks_clusters = b.jwks_clusters(&auth.jwt_rules);
+        let providers = b.providers(&auth);
         let mut problems = std::mem::take(&mut b.problems);
         problems.sort();
         problems.dedup();
@@ -77,6 +80,7 @@ impl Index {
             secrets: b.secrets.into_values().collect(),
             external_clusters: b.external.into_values().collect(),
             jwks_clusters,
+            providers,
             auth,
             problems,
         })
@@ -138,6 +142,147 @@ fn hostname_intersection(listener: Option<&str>, route: &str) -> Option<String> 
 }
 
 impl Builder<'_> {
+    /// The CUSTOM providers the gateway's policies use, from mesh config `extensionProviders`
+    /// (ConfigMap `istio`, key `mesh`, in the root namespace), with their Service clusters added.
+    fn providers(
+        &mut self,
+        auth: &wayguard_core::gateway::GatewayAuth,
+    ) -> BTreeMap<String, ExtAuthzProvider> {
+        let used: BTreeSet<&str> = auth
+            .policies
+            .iter()
+            .filter(|p| p.action == wayguard_core::authz::Action::Custom)
+            .filter_map(|p| p.provider.as_deref())
+            .collect();
+        let mut out = BTreeMap::new();
+        if used.is_empty() {
+            return out;
+        }
+        let root = self.index.config.root_namespace.clone();
+        let object = format!("ConfigMap {root}/{}", mesh::MESH_CONFIGMAP);
+        let mesh = match self
+            .index
+            .find(Kind::ConfigMap, &root, mesh::MESH_CONFIGMAP)
+        {
+            Some(Resource::ConfigMap(cm)) => {
+                let text = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(mesh::MESH_KEY))
+                    .cloned()
+                    .unwrap_or_default();
+                match mesh::parse(&text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.problem(
+                            &object,
+                            format!("mesh config does not parse ({e}); CUSTOM policies deny"),
+                        );
+                        return out;
+                    }
+                }
+            }
+            _ => {
+                self.problem(&object, "not found: CUSTOM policies need extensionProviders in mesh config; they deny until then");
+                return out;
+            }
+        };
+        for p in mesh
+            .extension_providers
+            .iter()
+            .filter(|p| used.contains(p.name.as_str()))
+        {
+            let (grpc, settings) = match (&p.envoy_ext_authz_grpc, &p.envoy_ext_authz_http) {
+                (Some(g), None) => (true, g),
+                (None, Some(h)) => (false, h),
+                _ => {
+                    self.problem(&object, format!("extension provider {:?} needs exactly one of envoyExtAuthzGrpc or envoyExtAuthzHttp", p.name));
+                    continue;
+                }
+            };
+            match self.provider_cluster(settings) {
+                Ok((cluster, authority, port)) => {
+                    let timeout_ms = settings
+                        .timeout
+                        .as_deref()
+                        .and_then(|t| wayguard_api::duration::parse_go_duration(t).ok())
+                        .map_or(600_000, |d| d.as_millis() as u64);
+                    out.insert(
+                        p.name.clone(),
+                        ExtAuthzProvider {
+                            name: p.name.clone(),
+                            cluster,
+                            authority: if grpc {
+                                authority
+                            } else {
+                                format!("{authority}:{port}")
+                            },
+                            grpc,
+                            timeout_ms,
+                            fail_open: settings.fail_open,
+                            status_on_error: settings
+                                .status_on_error
+                                .as_deref()
+                                .and_then(|s| s.parse().ok()),
+                            path_prefix: settings.path_prefix.clone(),
+                            include_request_headers_in_check: settings
+                                .include_request_headers_in_check
+                                .clone(),
+                            headers_to_upstream_on_allow: settings
+                                .headers_to_upstream_on_allow
+                                .clone(),
+                            headers_to_downstream_on_deny: settings
+                                .headers_to_downstream_on_deny
+                                .clone(),
+                        },
+                    );
+                }
+                Err(e) => self.problem(
+                    &object,
+                    format!(
+                        "extension provider {:?}: {e}; policies using it deny",
+                        p.name
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `[<namespace>/]<svc>.<ns>.svc[.cluster.local]` and a port -> the Service's cluster.
+    fn provider_cluster(
+        &mut self,
+        p: &mesh::ExtAuthzProvider,
+    ) -> Result<(String, String, u16), String> {
+        let host = p
+            .service
+            .rsplit_once('/')
+            .map_or(p.service.as_str(), |(_, h)| h);
+        let port = p
+            .port
+            .as_ref()
+            .and_then(mesh::Port::number)
+            .ok_or("a port is required")?;
+        let (svc, ns) = host
+            .strip_suffix(".svc.cluster.local")
+            .or_else(|| host.strip_suffix(".svc"))
+            .unwrap_or(host)
+            .split_once('.')
+            .ok_or_else(|| {
+                format!(
+                    "service {:?} must be <name>.<namespace>.svc.cluster.local",
+                    p.service
+                )
+            })?;
+        match self.index.find(Kind::Service, ns, svc) {
+            Some(Resource::Service(s)) if svc_ports(s).contains(&port) => {
+                Ok((self.cluster(ns, svc, port), host.to_string(), port))
+            }
+            Some(_) => Err(format!("Service {ns}/{svc} has no port {port}")),
+            None => Err(format!("Service {ns}/{svc} not found")),
+        }
+    }
+
     /// In hybrid and envoy fetch modes, the cluster through which Envoy fetches each JWKS URI:
     /// the Service's cluster when the host is `<svc>.<ns>.svc[.cluster.local]` with that port,
     /// else (envoy mode only) a cluster wayguard defines for the host. Discovery-only rules are
@@ -970,6 +1115,11 @@ impl Index {
     /// Kubernetes source needs to watch (least privilege, and no cluster-wide Secret cache).
     pub fn referenced_objects(&self) -> BTreeSet<ObjectRef> {
         let mut out = BTreeSet::new();
+        out.insert(ObjectRef {
+            kind: Kind::ConfigMap,
+            namespace: self.config.root_namespace.clone(),
+            name: mesh::MESH_CONFIGMAP.to_string(),
+        });
         let obj = |kind: Kind, namespace: &str, name: &str| ObjectRef {
             kind,
             namespace: namespace.to_string(),

@@ -306,3 +306,72 @@ fn missing_ca_fails_closed_and_missing_certificate_is_reported() {
         c.problems
     );
 }
+
+#[test]
+fn custom_providers_come_from_mesh_config() {
+    let c = config(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec: {gatewayClassName: wayguard, listeners: [{name: http, protocol: HTTP, port: 8080}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    defaultConfig: {discoveryAddress: istiod:15012}
+    extensionProviders:
+    - name: authz-grpc
+      envoyExtAuthzGrpc: {service: ext-authz.demo.svc.cluster.local, port: \"9000\", timeout: 250ms, failOpen: true}
+    - name: authz-missing
+      envoyExtAuthzHttp: {service: nowhere.demo.svc.cluster.local, port: 80}
+    - name: unused
+      envoyExtAuthzGrpc: {service: other.demo.svc.cluster.local, port: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext-authz, namespace: demo}
+spec: {ports: [{name: grpc, port: 9000}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: demo}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  action: CUSTOM
+  provider: {name: authz-grpc}
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: b, namespace: demo}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  action: CUSTOM
+  provider: {name: authz-missing}
+  rules: [{}]
+",
+    );
+    let p = c.providers.get("authz-grpc").expect("resolved provider");
+    assert_eq!(p.cluster, "outbound|9000||ext-authz.demo.svc.cluster.local");
+    assert!(p.grpc && p.fail_open);
+    assert_eq!(p.timeout_ms, 250);
+    assert!(
+        !c.providers.contains_key("authz-missing"),
+        "unresolvable providers are left out (their policies deny)"
+    );
+    assert!(!c.providers.contains_key("unused"));
+    assert!(
+        c.clusters.iter().any(|cl| cl.name == p.cluster),
+        "the provider's cluster is programmed"
+    );
+    assert!(
+        c.problems
+            .iter()
+            .any(|pr| pr.message.contains("authz-missing")
+                && pr.message.contains("Service demo/nowhere not found")),
+        "{:?}",
+        c.problems
+    );
+}

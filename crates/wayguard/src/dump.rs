@@ -1,7 +1,6 @@
 //! `wayguard config-dump --config-dir DIR --gateway NS/NAME`: the same resources (and JSON) a
 //! running `wayguard serve` would push and show at `/debug/config_dump`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,13 +48,7 @@ pub fn run(config_dir: PathBuf, gateway: &str) -> Result<serde_json::Value> {
         });
         let cache = SnapshotCache::new();
         let metrics = PipelineMetrics::register(&mut Registry::default());
-        let pipeline = Pipeline::new(
-            index,
-            KeyMaterial::new(resolver),
-            cache.clone(),
-            BTreeMap::new(),
-            metrics,
-        );
+        let pipeline = Pipeline::new(index, KeyMaterial::new(resolver), cache.clone(), metrics);
         pipeline.settle_keys(Duration::from_secs(10)).await;
         pipeline.rebuild();
         let _ = stop.send(());

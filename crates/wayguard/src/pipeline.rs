@@ -13,7 +13,6 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use wayguard_core::GatewayId;
 use wayguard_core::authn::{JwksSource, JwtRule};
-use wayguard_core::authz::ExtAuthzProvider;
 use wayguard_index::Index;
 use wayguard_translate::AuthContext;
 use wayguard_translate::gateway::{GatewayResources, gateway_resources};
@@ -84,8 +83,6 @@ pub struct Pipeline {
     pub keys: KeyMaterial,
     /// xDS snapshots.
     pub cache: SnapshotCache,
-    /// CUSTOM providers.
-    pub providers: BTreeMap<String, ExtAuthzProvider>,
     /// Last build per gateway.
     pub status: RwLock<BTreeMap<String, GatewayStatus>>,
     metrics: PipelineMetrics,
@@ -109,14 +106,12 @@ impl Pipeline {
         index: Index,
         keys: KeyMaterial,
         cache: SnapshotCache,
-        providers: BTreeMap<String, ExtAuthzProvider>,
         metrics: PipelineMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             index: RwLock::new(index),
             keys,
             cache,
-            providers,
             status: RwLock::new(BTreeMap::new()),
             metrics,
         })
@@ -178,7 +173,7 @@ impl Pipeline {
         let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
         let ctx = AuthContext {
             jwks: &jwks,
-            providers: &self.providers,
+            providers: &config.providers,
             clear_route_cache: true,
         };
         Some(gateway_resources(&config, &ctx))
@@ -198,7 +193,7 @@ impl Pipeline {
             let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
             let ctx = AuthContext {
                 jwks: &jwks,
-                providers: &self.providers,
+                providers: &config.providers,
                 clear_route_cache: true,
             };
             let resources = gateway_resources(&config, &ctx);

@@ -1,6 +1,5 @@
 //! `wayguard serve`: sources -> index -> translation -> xDS, plus the admin server.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,13 +136,7 @@ pub async fn run(
         jwks_fetch_mode: config.jwks_fetch_mode,
     });
     let cache = SnapshotCache::new();
-    let pipeline = Pipeline::new(
-        index,
-        keys,
-        cache.clone(),
-        BTreeMap::new(),
-        pipeline_metrics,
-    );
+    let pipeline = Pipeline::new(index, keys, cache.clone(), pipeline_metrics);
 
     // Sources wake the pipeline through one channel; rebuilds are published for the
     // referenced-object watchers and the status writer.
