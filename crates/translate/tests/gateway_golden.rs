@@ -15,10 +15,9 @@ fn render(text: &str) -> serde_json::Value {
     let config = index
         .gateway_config(&GatewayId::new("foo", "waypoint"))
         .expect("gateway");
-    let providers = common::providers();
     let ctx = AuthContext {
         jwks: &common::jwks,
-        providers: &providers,
+        providers: &config.providers,
         clear_route_cache: true,
     };
     let r = gateway_resources(&config, &ctx);
