@@ -33,6 +33,8 @@
 //! teardown: `envoy-config_dump.json`, `envoy-stats.txt`, `wayguard-status.json`,
 //! `wayguard-connections.json`, `wayguard-config_dump.json`, `wayguard-metrics.txt`.
 
+#![deny(missing_docs)]
+
 pub mod echo;
 pub mod envoy;
 pub mod http;

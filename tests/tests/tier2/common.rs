@@ -13,6 +13,8 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 /// Runs a test body with [`TEST_TIMEOUT`]. The wayguard binary is built (once per process)
 /// and the RSA key pool started before the clock starts: a cold build is not the test's time.
 pub async fn bounded(body: impl Future<Output = Result<()>>) -> Result<()> {
+    // Fail fast, naming the install step, when Envoy is missing.
+    wayguard_tests::tools::envoy()?;
     keys::prewarm();
     tokio::task::spawn_blocking(wayguard_tests::wayguard::binary)
         .await
