@@ -25,6 +25,16 @@ impl Envoy {
     /// per instance) and hot restart disabled; output goes to `<log_dir>/envoy.{stdout,stderr}`.
     /// The bootstrap must put the admin listener on `127.0.0.1:<admin_port>`.
     pub fn start(bootstrap: &Path, admin_port: u16, log_dir: &Path) -> Result<Self> {
+        Self::start_named("envoy", bootstrap, admin_port, log_dir)
+    }
+
+    /// [`Envoy::start`] with logs in `<log_dir>/<name>.{stdout,stderr}` (several Envoys).
+    pub fn start_named(
+        name: &str,
+        bootstrap: &Path,
+        admin_port: u16,
+        log_dir: &Path,
+    ) -> Result<Self> {
         let binary = crate::tools::envoy()?;
         let mut cmd = Command::new(&binary);
         cmd.arg("-c")
@@ -35,7 +45,7 @@ impl Envoy {
             .args(["--log-level", "info"])
             .args(["--component-log-level", "config:debug,jwt:debug,rbac:debug"])
             .args(["--drain-time-s", "1"]);
-        let guard = ChildGuard::spawn("envoy", cmd, log_dir)?;
+        let guard = ChildGuard::spawn(name, cmd, log_dir)?;
         let admin = HttpClient::plain(&format!("http://127.0.0.1:{admin_port}"))?;
         Ok(Self {
             guard,

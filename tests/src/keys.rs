@@ -90,14 +90,21 @@ pub async fn rsa_key_async(slot: usize) -> Result<Arc<RsaKey>> {
         .map_err(|e| anyhow!("key generation task: {e}"))?
 }
 
-/// Starts generating every pooled key in background threads (idempotent).
+/// Starts generating every pooled key in two background threads (idempotent): one walks the
+/// slots upwards, one downwards, so both cores work and slot 0 (the first issuer's key) is
+/// ready first.
 pub fn prewarm() {
     static STARTED: Once = Once::new();
     STARTED.call_once(|| {
-        for slot in 0..SLOTS {
-            std::thread::spawn(move || {
+        std::thread::spawn(|| {
+            for slot in 0..SLOTS {
                 let _ = rsa_key(slot);
-            });
-        }
+            }
+        });
+        std::thread::spawn(|| {
+            for slot in (0..SLOTS).rev() {
+                let _ = rsa_key(slot);
+            }
+        });
     });
 }

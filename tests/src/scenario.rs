@@ -50,6 +50,7 @@ pub struct ScenarioBuilder {
     echo: Option<EchoBackend>,
     http_port: Option<u16>,
     generate_gateway: bool,
+    peer: Option<String>,
 }
 
 impl ScenarioBuilder {
@@ -65,7 +66,15 @@ impl ScenarioBuilder {
             echo: None,
             http_port: None,
             generate_gateway: true,
+            peer: None,
         }
+    }
+
+    /// Adds a second Gateway `name` (HTTP only, same namespace, its own HTTPRoute to the same
+    /// backend) served by a second Envoy: policies that target the first must not touch it.
+    pub fn peer_gateway(mut self, name: &str) -> Self {
+        self.peer = Some(name.into());
+        self
     }
 
     /// Uses this echo backend instead of starting one (when a test needs its port first).
@@ -164,7 +173,12 @@ impl ScenarioBuilder {
         if let Some(https) = &self.https {
             https.server.write(&cert_dir, "gateway")?;
         }
-        let gateway_file = render_gateway(&spec, echo.port(), self.https.as_ref());
+        let peer = match &self.peer {
+            Some(name) => Some((name.clone(), free_port()?, free_port()?)),
+            None => None,
+        };
+        let peer_spec = peer.as_ref().map(|(name, port, _)| (name.as_str(), *port));
+        let gateway_file = render_gateway(&spec, echo.port(), self.https.as_ref(), peer_spec);
         if self.generate_gateway {
             write_atomic(&config_dir.join(GATEWAY_FILE), &gateway_file)?;
         }
@@ -193,6 +207,8 @@ impl ScenarioBuilder {
             envoy_admin,
             spec,
             https: self.https,
+            peer: None,
+            peer_spec: peer.as_ref().map(|(name, port, _)| (name.clone(), *port)),
         };
         if let Err(e) = scenario.start_wayguard().await {
             scenario.failed.store(true, Ordering::SeqCst);
@@ -214,6 +230,21 @@ impl ScenarioBuilder {
         scenario.envoy = Some(envoy);
         live.map_err(|e| anyhow!("{e:#}\n{}", scenario.diagnostics()))?;
         scenario.wait_connection().await?;
+        if let Some((name, port, admin)) = peer {
+            let gateway = format!("{ns}/{name}");
+            let path = scenario.dir().join(format!("envoy-{name}.yaml"));
+            std::fs::write(&path, bootstrap(&gateway, ports.xds, admin, self.mode)?)
+                .context("writing the peer bootstrap")?;
+            let mut envoy =
+                Envoy::start_named(&format!("envoy-{name}"), &path, admin, &scenario.log_dir)?;
+            let live = envoy.wait_listener_live(port, LISTENER_TIMEOUT).await;
+            scenario.peer = Some(Peer {
+                gateway,
+                client: HttpClient::plain(&format!("http://127.0.0.1:{port}"))?,
+                envoy,
+            });
+            live.map_err(|e| anyhow!("peer {e:#}\n{}", scenario.diagnostics()))?;
+        }
         Ok(scenario)
     }
 }
@@ -223,7 +254,12 @@ pub const GATEWAY_FILE: &str = "gateway.yaml";
 
 /// The generated `gateway.yaml`: Namespace, Gateway, Service + EndpointSlice of the echo
 /// backend, HTTPRoute, and the HTTPS Secret and CA bundle when configured.
-fn render_gateway(spec: &GatewayYaml, echo_port: u16, https: Option<&HttpsSetup>) -> String {
+fn render_gateway(
+    spec: &GatewayYaml,
+    echo_port: u16,
+    https: Option<&HttpsSetup>,
+    peer: Option<(&str, u16)>,
+) -> String {
     let ns = &spec.namespace;
     let mut docs = vec![
         yaml::namespace(ns),
@@ -231,6 +267,21 @@ fn render_gateway(spec: &GatewayYaml, echo_port: u16, https: Option<&HttpsSetup>
         yaml::backend(ns, "payments", 8080, echo_port),
         yaml::http_route(ns, "payments", &spec.name, "payments", 8080),
     ];
+    if let Some((name, port)) = peer {
+        docs.push(yaml::gateway(&GatewayYaml {
+            name: name.to_string(),
+            http_port: port,
+            https: None,
+            ..spec.clone()
+        }));
+        docs.push(yaml::http_route(
+            ns,
+            &format!("payments-{name}"),
+            name,
+            "payments",
+            8080,
+        ));
+    }
     if let Some(https) = https {
         docs.push(tls_secret_yaml(ns, "gateway-cert", &https.server));
         match https.client_validation.as_ref().map(|v| &v.ca) {
@@ -270,6 +321,7 @@ pub struct Scenario {
     wayguard_args: Vec<String>,
     // Field order is drop order: Envoy before wayguard, the temp dir last.
     envoy: Option<Envoy>,
+    peer: Option<Peer>,
     pub(crate) wayguard: Option<Wayguard>,
     http_port: u16,
     https_port: Option<u16>,
@@ -280,6 +332,18 @@ pub struct Scenario {
     envoy_admin: u16,
     spec: GatewayYaml,
     https: Option<HttpsSetup>,
+    peer_spec: Option<(String, u16)>,
+}
+
+/// The second gateway of [`ScenarioBuilder::peer_gateway`] and its Envoy.
+#[derive(Debug)]
+pub struct Peer {
+    /// `namespace/name`.
+    pub gateway: String,
+    /// A client for its HTTP listener.
+    pub client: HttpClient,
+    /// Its Envoy.
+    pub envoy: Envoy,
 }
 
 impl Scenario {
@@ -330,6 +394,11 @@ impl Scenario {
         self.envoy
             .as_mut()
             .ok_or_else(|| anyhow!("envoy not started"))
+    }
+
+    /// The peer gateway, if the builder asked for one.
+    pub fn peer(&mut self) -> Option<&mut Peer> {
+        self.peer.as_mut()
     }
 
     /// The running wayguard, if any.
@@ -394,7 +463,8 @@ impl Scenario {
         };
         https.server = pki.server_cert(&["gateway.wayguard.test"])?;
         https.ca_pem = pki.ca_pem().to_string();
-        let text = render_gateway(&self.spec, self.echo.port(), self.https.as_ref());
+        let peer = self.peer_spec.as_ref().map(|(n, p)| (n.as_str(), *p));
+        let text = render_gateway(&self.spec, self.echo.port(), self.https.as_ref(), peer);
         write_atomic(&self.config_dir.join(GATEWAY_FILE), &text)
     }
 

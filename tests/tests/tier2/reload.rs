@@ -13,6 +13,7 @@ matrix!(
     policy_edit_delete_and_broken_file,
     envoy_enforces_while_wayguard_is_down_and_converges_after_restart,
     wayguard_restart_drops_no_requests,
+    policy_change_does_not_push_to_other_gateways,
     jwks_rotation_reaches_envoy,
     issuer_down_at_start_fails_closed_then_recovers,
 );
@@ -250,6 +251,82 @@ async fn wayguard_restart_drops_no_requests(mode: XdsMode) -> Result<()> {
         stat(&before, "listener_manager.listener_modified"),
         stat(&after, "listener_manager.listener_modified")
     );
+    s.assert_no_nacks().await
+}
+
+/// The `sync` object of `gateway`'s ADS connection in `/debug/connections`.
+async fn sync_of(s: &Scenario, gateway: &str) -> Result<Value> {
+    let all = s.connections().await?;
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["gateway"] == gateway)
+        .map(|c| c["sync"].clone())
+        .ok_or_else(|| anyhow!("no connection for {gateway} in {all}"))
+}
+
+/// Sum of every `*.update_attempt` stat of an Envoy (xDS updates it received).
+async fn update_attempts(envoy: &mut wayguard_tests::Envoy) -> Result<u64> {
+    Ok(envoy
+        .stats()
+        .await?
+        .iter()
+        .filter(|(k, _)| k.ends_with(".update_attempt"))
+        .map(|(_, v)| *v)
+        .sum())
+}
+
+/// A policy for gateway `waypoint` changes nothing for gateway `other`: no push reaches the
+/// other Envoy (issue 4: "no push to a gateway whose resources did not change").
+async fn policy_change_does_not_push_to_other_gateways(mode: XdsMode) -> Result<()> {
+    let okta = okta().await?;
+    let mut s = ScenarioBuilder::new(mode)
+        .file("ra.yaml", seed01(&okta)?)
+        .peer_gateway("other")
+        .start()
+        .await?;
+    let expired = okta.expired_token(payments(json!({})))?;
+    s.eventually(&Req::get("/a").bearer(&expired), 401).await?;
+    let peer_client = s.peer().ok_or_else(|| anyhow!("no peer"))?.client.clone();
+    // The RequestAuthentication targets `waypoint` only.
+    s.expect_with(&peer_client, &Req::get("/a").bearer(&expired), 200)
+        .await?;
+    let peer_gateway = "payments-prod/other";
+    let peer_before = sync_of(&s, peer_gateway).await?;
+    let peer_envoy = &mut s.peer().ok_or_else(|| anyhow!("no peer"))?.envoy;
+    let attempts_before = update_attempts(peer_envoy).await?;
+    ensure!(
+        attempts_before > 0,
+        "no *.update_attempt stats in the peer Envoy"
+    );
+
+    s.write_config("authz.yaml", &seed03()?)?;
+    s.eventually(&Req::get("/a"), 403).await?;
+    // Wait until the waypoint's Envoy ACKed the change: the pipeline has run for every gateway.
+    let mut deadline = wayguard_tests::poll::Deadline::new(
+        "waypoint's Envoy ACKs the new snapshot",
+        wayguard_tests::scenario::PROPAGATION_TIMEOUT,
+    );
+    loop {
+        let sync = sync_of(&s, s.gateway()).await?;
+        let check = if sync["acked"] == sync["seen"] {
+            wayguard_tests::poll::Check::Done(())
+        } else {
+            wayguard_tests::poll::Check::Pending(sync.to_string())
+        };
+        if deadline.next(check).await?.is_some() {
+            break;
+        }
+    }
+    let peer_after = sync_of(&s, peer_gateway).await?;
+    let peer_envoy = &mut s.peer().ok_or_else(|| anyhow!("no peer"))?.envoy;
+    let attempts_after = update_attempts(peer_envoy).await?;
+    ensure!(
+        peer_after == peer_before && attempts_after == attempts_before,
+        "[{mode:?}] a policy for waypoint pushed to {peer_gateway}: sync {peer_before} -> \
+         {peer_after}, Envoy update attempts {attempts_before} -> {attempts_after}"
+    );
+    s.expect_with(&peer_client, &Req::get("/a"), 200).await?;
     s.assert_no_nacks().await
 }
 
