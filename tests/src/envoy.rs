@@ -134,6 +134,21 @@ impl Envoy {
         Ok(out)
     }
 
+    /// Addresses (`ip:port`) of the active dynamic listeners that do not bind 127.0.0.1.
+    pub async fn non_loopback_listeners(&mut self) -> Result<Vec<String>> {
+        let dump = self.config_dump("?resource=dynamic_listeners").await?;
+        Ok(dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let sa = &entry["active_state"]["listener"]["address"]["socket_address"];
+                let ip = sa["address"].as_str()?;
+                (ip != "127.0.0.1").then(|| format!("{ip}:{}", sa["port_value"]))
+            })
+            .collect())
+    }
+
     async fn probe_listener(&mut self, port: u16) -> Check<()> {
         let listeners = match self.listeners().await {
             Ok(l) => l,

@@ -229,6 +229,14 @@ impl ScenarioBuilder {
         .await;
         scenario.envoy = Some(envoy);
         live.map_err(|e| anyhow!("{e:#}\n{}", scenario.diagnostics()))?;
+        // Gateways carry spec.addresses 127.0.0.1: nothing may listen beyond loopback.
+        let wide = scenario.envoy()?.non_loopback_listeners().await?;
+        if !wide.is_empty() {
+            bail!(
+                "Envoy listeners not bound to 127.0.0.1 despite spec.addresses: {wide:?}\n{}",
+                scenario.diagnostics()
+            );
+        }
         scenario.wait_connection().await?;
         if let Some((name, port, admin)) = peer {
             let gateway = format!("{ns}/{name}");
