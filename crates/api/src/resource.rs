@@ -444,6 +444,9 @@ pub fn decode(doc: &Value, index: usize) -> Result<Resource, DecodeError> {
             (path, e.into_inner().to_string())
         })
     }
+    if kind == Kind::Gateway {
+        normalize_legacy_frontend_validation(&mut doc);
+    }
     let result = match kind {
         Kind::RequestAuthentication => typed(doc).map(Resource::RequestAuthentication),
         Kind::AuthorizationPolicy => typed(doc).map(Resource::AuthorizationPolicy),
@@ -465,9 +468,125 @@ pub fn decode(doc: &Value, index: usize) -> Result<Resource, DecodeError> {
     result.map_err(|(path, message)| error(object, &path, message))
 }
 
+/// Gateway API experimental releases up to v1.3 put client certificate validation on each
+/// listener (`spec.listeners[].tls.frontendValidation.caCertificateRefs`); v1.4 moved it to
+/// `spec.tls.frontend.{default,perPort}`. The typed v1.4 struct would silently drop the old
+/// field, serving the listener without client validation (failing open for `principals`), so
+/// it is rewritten here into the equivalent `perPort` entry (an explicit `perPort` entry for the
+/// same port wins).
+fn normalize_legacy_frontend_validation(doc: &mut Value) {
+    let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut legacy: Vec<(Value, Value)> = Vec::new();
+    for listener in spec
+        .get_mut("listeners")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let port = listener.get("port").cloned();
+        let Some(tls) = listener.get_mut("tls").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let (Some(validation), Some(port)) = (tls.remove("frontendValidation"), port) else {
+            continue;
+        };
+        legacy.push((port, validation));
+    }
+    if legacy.is_empty() {
+        return;
+    }
+    let tls = spec
+        .entry("tls")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(tls) = tls.as_object_mut() else {
+        return;
+    };
+    let frontend = tls
+        .entry("frontend")
+        .or_insert_with(|| serde_json::json!({"default": {}}));
+    let Some(frontend) = frontend.as_object_mut() else {
+        return;
+    };
+    frontend
+        .entry("default")
+        .or_insert_with(|| serde_json::json!({}));
+    let per_port = frontend
+        .entry("perPort")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(per_port) = per_port.as_array_mut() else {
+        return;
+    };
+    for (port, validation) in legacy {
+        if per_port.iter().any(|p| p.get("port") == Some(&port)) {
+            continue;
+        }
+        let mut validation = validation;
+        if let Some(refs) = validation
+            .get_mut("caCertificateRefs")
+            .and_then(Value::as_array_mut)
+        {
+            for r in refs.iter_mut() {
+                if let Some(r) = r.as_object_mut() {
+                    r.entry("group")
+                        .or_insert_with(|| Value::String(String::new()));
+                }
+            }
+        }
+        per_port.push(serde_json::json!({"port": port, "tls": {"validation": validation}}));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_listener_frontend_validation_becomes_per_port() {
+        let r = decode_str(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo}
+spec:
+  gatewayClassName: wayguard
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: 8443
+    tls:
+      certificateRefs: [{name: cert}]
+      frontendValidation:
+        caCertificateRefs: [{kind: ConfigMap, name: client-ca}]
+",
+        )
+        .expect("decodes");
+        let Resource::Gateway(gw) = r else {
+            panic!("gateway")
+        };
+        let per_port = gw
+            .spec
+            .tls
+            .and_then(|t| t.frontend)
+            .and_then(|f| f.per_port)
+            .expect("perPort");
+        assert_eq!(per_port.len(), 1);
+        assert_eq!(per_port[0].port, 8443);
+        let refs = &per_port[0]
+            .tls
+            .validation
+            .as_ref()
+            .expect("validation")
+            .ca_certificate_refs;
+        assert_eq!(
+            (
+                refs[0].kind.as_str(),
+                refs[0].name.as_str(),
+                refs[0].group.as_str()
+            ),
+            ("ConfigMap", "client-ca", "")
+        );
+    }
 
     fn decode_str(text: &str) -> Result<Resource, DecodeError> {
         let docs = parse_documents(text).expect("yaml");

@@ -16,8 +16,6 @@ matrix!(
     mtls_client_ca_from_secret,
     mtls_per_port_insecure_fallback,
     tls_secret_rotation_without_envoy_restart,
-    #[ignore = "known wayguard gap: listeners[].tls.frontendValidation is silently ignored \
-                (no client validation, nothing in /debug/status); run with --ignored"]
     mtls_legacy_listener_frontend_validation_enforced_or_reported,
 );
 
