@@ -27,6 +27,7 @@ pub struct PipelineMetrics {
     gateways: Gauge,
     translate_seconds: Histogram,
     changed_gateways: Counter,
+    convergence_seconds: Histogram,
 }
 
 impl PipelineMetrics {
@@ -37,6 +38,7 @@ impl PipelineMetrics {
             gateways: Gauge::default(),
             translate_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             changed_gateways: Counter::default(),
+            convergence_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
         registry.register(
             "rebuilds",
@@ -48,6 +50,11 @@ impl PipelineMetrics {
             "translate_seconds",
             "Time to translate every gateway and set the snapshots",
             m.translate_seconds.clone(),
+        );
+        registry.register(
+            "convergence_seconds",
+            "From a source change to every connected Envoy of the changed gateway ACKing the new configuration",
+            m.convergence_seconds.clone(),
         );
         registry.register(
             "changed_gateways",
@@ -164,6 +171,38 @@ impl Pipeline {
                 .unwrap_or_default()
                 .min(limit);
             self.keys.wait_settled(&rules, deadline).await;
+        }
+    }
+
+    /// Records, in the background, how long until every Envoy connected to each changed gateway
+    /// ACKed its new snapshot, counted from `since` (the source change). Bounded at 60 s.
+    pub fn observe_convergence(
+        &self,
+        changed: &[String],
+        connections: &wayguard_xds::ConnectionRegistry,
+        since: Instant,
+    ) {
+        for key in changed {
+            let Some(snapshot) = self.cache.get(key) else {
+                continue;
+            };
+            let clients = connections.connections_for(key).len();
+            if clients == 0 {
+                continue;
+            }
+            let (registry, histogram, key) = (
+                connections.clone(),
+                self.metrics.convergence_seconds.clone(),
+                key.clone(),
+            );
+            tokio::spawn(async move {
+                let wait = registry.wait_acked(&key, snapshot.version(), clients);
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(60), wait).await
+                {
+                    histogram.observe(since.elapsed().as_secs_f64());
+                }
+            });
         }
     }
 

@@ -257,6 +257,7 @@ pub async fn run(
     let mut jwks_changes = resolver.changes();
     let loop_pipeline = pipeline.clone();
     let loop_state = admin_state.clone();
+    let loop_connections = admin_state.connections.clone();
     let debounce = config.debounce;
     let debounce_max = config.debounce_max;
     let mut loop_stop = Box::pin(stopped());
@@ -303,7 +304,8 @@ pub async fn run(
                 }
                 loop_pipeline.settle_keys(Duration::from_secs(2)).await;
             }
-            loop_pipeline.rebuild();
+            let changed = loop_pipeline.rebuild();
+            loop_pipeline.observe_convergence(&changed, &loop_connections, first);
             rebuilt_tx.send_modify(|n| *n += 1);
             last_run = Instant::now();
         }
