@@ -308,3 +308,118 @@ fn ext_authz_for(p: &ExtAuthzProvider) -> ExtAuthz {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! HTTP-only attributes on TCP filter chains (istio `model.go` `checkError`, SEMANTICS.md §2.6;
+    //! goldens tcp/allow-only-http-out.yaml and tcp/deny-both-http-tcp-out.yaml).
+
+    use wayguard_core::authz::{Operation, Rule, Source};
+
+    use super::*;
+
+    fn policy(action: Action, rules: Vec<Rule>) -> AuthzPolicy {
+        AuthzPolicy {
+            namespace: "foo".into(),
+            name: "p".into(),
+            action,
+            provider: None,
+            dry_run: false,
+            rules,
+        }
+    }
+
+    fn http_only_rule() -> Rule {
+        Rule {
+            from: vec![Source {
+                request_principals: vec!["*".into()],
+                ..Default::default()
+            }],
+            to: vec![Operation {
+                methods: vec!["GET".into()],
+                ..Default::default()
+            }],
+            when: vec![],
+        }
+    }
+
+    fn port_rule() -> Rule {
+        Rule {
+            from: vec![Source {
+                request_principals: vec!["*".into()],
+                ..Default::default()
+            }],
+            to: vec![Operation {
+                ports: vec!["8080".into()],
+                ..Default::default()
+            }],
+            when: vec![],
+        }
+    }
+
+    #[test]
+    fn allow_skips_rules_with_http_only_attributes_on_tcp() {
+        let mut diagnostics = Vec::new();
+        let p = policy(Action::Allow, vec![http_only_rule()]);
+        let filter = local_filter(&[p], Action::Allow, true, &mut diagnostics).expect("filter");
+        // Every rule skipped: an ALLOW filter with no policies, which denies all TCP traffic.
+        assert!(filter.rules.expect("rules").policies.is_empty());
+        assert_eq!(diagnostics.len(), 1);
+        assert!(
+            diagnostics[0].message.contains("is HTTP only"),
+            "{diagnostics:?}"
+        );
+    }
+
+    #[test]
+    fn deny_drops_only_the_http_attributes_on_tcp() {
+        let mut diagnostics = Vec::new();
+        let p = policy(Action::Deny, vec![http_only_rule(), port_rule()]);
+        let filter = local_filter(&[p], Action::Deny, true, &mut diagnostics).expect("filter");
+        let policies = filter.rules.expect("rules").policies;
+        assert!(diagnostics.is_empty());
+        // Rule 0 becomes any/any: deny all TCP traffic (wider, never narrower, for DENY).
+        let widened = &policies["ns[foo]-policy[p]-rule[0]"];
+        assert_eq!(
+            widened.permissions,
+            vec![permission::and(vec![permission_any()])]
+        );
+        assert_eq!(
+            widened.principals,
+            vec![principal::and(vec![principal_any()])]
+        );
+        // Rule 1 keeps its port: a port-only deny.
+        let port_only = &policies["ns[foo]-policy[p]-rule[1]"];
+        let json =
+            serde_json::to_string(&crate::json::to_json(port_only).expect("json")).expect("text");
+        assert!(json.contains("\"destinationPort\":8080"), "{json}");
+        assert!(!json.contains("jwt_authn"), "{json}");
+    }
+
+    #[test]
+    fn http_filters_keep_http_attributes() {
+        let mut diagnostics = Vec::new();
+        let p = policy(Action::Allow, vec![http_only_rule()]);
+        let filter = local_filter(&[p], Action::Allow, false, &mut diagnostics).expect("filter");
+        assert_eq!(filter.rules.expect("rules").policies.len(), 1);
+        assert!(diagnostics.is_empty());
+    }
+
+    mod permission {
+        use envoy_types::pb::envoy::config::rbac::v3::{Permission, permission};
+        pub fn and(rules: Vec<Permission>) -> Permission {
+            Permission {
+                rule: Some(permission::Rule::AndRules(permission::Set { rules })),
+            }
+        }
+    }
+
+    mod principal {
+        use envoy_types::pb::envoy::config::rbac::v3::{Principal, principal};
+        pub fn and(ids: Vec<Principal>) -> Principal {
+            Principal {
+                identifier: Some(principal::Identifier::AndIds(principal::Set { ids })),
+            }
+        }
+    }
+}
