@@ -66,6 +66,10 @@ struct Args {
     /// wayguard's log filter (`--log`); `debug` logs every push.
     #[arg(long, default_value = "info")]
     wayguard_log: String,
+    /// Extra environment for wayguard, KEY=VALUE (repeatable; e.g. MALLOC_ARENA_MAX=2 to see
+    /// how much of the memory per client is allocator arenas).
+    #[arg(long = "wayguard-env", value_parser = key_value)]
+    wayguard_env: Vec<(String, String)>,
     /// Clients connecting (and doing their initial sync) at the same time.
     #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
@@ -75,6 +79,12 @@ struct Args {
     /// Deadline per round (all affected clients ACKed and Envoy enforcing), seconds.
     #[arg(long, default_value_t = 10)]
     round_timeout_s: u64,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
@@ -134,6 +144,7 @@ async fn run(args: Args) -> Result<bool> {
         probe_interval: Duration::from_millis(args.probe_interval_ms.max(1)),
         pause: Duration::from_millis(args.pause_ms),
         log_level: args.wayguard_log,
+        wayguard_env: args.wayguard_env,
         connect_concurrency: args.connect_concurrency,
         sync_timeout: Duration::from_secs(args.sync_timeout_s),
         round_timeout: Duration::from_secs(args.round_timeout_s),

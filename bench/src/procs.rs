@@ -175,8 +175,7 @@ pub fn free_port() -> Result<u16> {
         }
     }
     for _ in 0..64 {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         if claim(port) {
             return Ok(port);

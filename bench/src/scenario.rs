@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::Semaphore;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::ads::{self, Fleet};
 use crate::observe::{self, MetricSamples};
@@ -33,6 +33,7 @@ pub struct Options {
     pub probe_interval: Duration,
     pub pause: Duration,
     pub log_level: String,
+    pub wayguard_env: Vec<(String, String)>,
     pub connect_concurrency: usize,
     pub sync_timeout: Duration,
     pub round_timeout: Duration,
@@ -65,6 +66,8 @@ pub struct Measurements {
     /// Log size before the first change (change events are read from there on).
     pub log_offset: u64,
     pub rss_idle: u64,
+    /// With every client's HTTP/2 connection open, before any ADS stream.
+    pub rss_connected: u64,
     pub rss_synced: u64,
     pub rss_end: u64,
     pub sync_time: Duration,
@@ -122,25 +125,49 @@ fn bootstrap(wayguard: &Path, xds: SocketAddr, admin_port: u16, delta: bool) -> 
     String::from_utf8(out.stdout).context("bootstrap is not UTF-8")
 }
 
-/// Connects `opts.clients` clients and waits until all are synced; returns the time it took.
-async fn connect_fleet(fleet: &Arc<Fleet>, xds: SocketAddr, opts: &Options) -> Result<Duration> {
-    let start = Instant::now();
+/// Opens `n` HTTP/2 connections (no ADS stream yet), `concurrency` at a time.
+async fn connect_channels(n: usize, xds: SocketAddr, concurrency: usize) -> Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{xds}"))
         .context("xDS endpoint")?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
+    let mut channels = Vec::with_capacity(n);
+    let mut pending = tokio::task::JoinSet::new();
+    for id in 0..n {
+        if pending.len() >= concurrency.max(1)
+            && let Some(done) = pending.join_next().await
+        {
+            channels.push(done.context("connect task")??);
+        }
+        let endpoint = endpoint.clone();
+        pending.spawn(async move {
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("client {id}: connecting to {xds}"))
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        channels.push(done.context("connect task")??);
+    }
+    Ok(channels)
+}
+
+/// Starts one ADS client per channel and waits until all are synced; returns the time it took.
+async fn start_streams(
+    fleet: &Arc<Fleet>,
+    channels: Vec<Channel>,
+    opts: &Options,
+) -> Result<Duration> {
+    let start = Instant::now();
     let permits = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
-    for id in 0..fleet.len() {
+    for (id, channel) in channels.into_iter().enumerate() {
         let permit = permits.clone().acquire_owned().await.context("semaphore")?;
-        let channel = endpoint
-            .connect()
-            .await
-            .with_context(|| format!("client {id}: connecting to {xds}"))?;
         let gateway = setup::gateway_id(id % opts.gateways.max(1));
         let fleet_ref = fleet.clone();
         let delta = opts.delta;
         tokio::spawn(async move {
-            // The permit is held until the first responses arrive, pacing the connection storm.
+            // The permit is held until the client synced, pacing the subscription storm.
             let fleet_in = fleet_ref.clone();
             let client = tokio::spawn(ads::run_client(fleet_in, id, gateway, channel, delta));
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -214,7 +241,8 @@ pub async fn run(opts: Options) -> Result<Measurements> {
             "127.0.0.1:0",
         ])
         .args(["--log-format", "json", "--log", &opts.log_level])
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        .envs(opts.wayguard_env.iter().map(|(k, v)| (k, v)));
     let mut wayguard = Proc::spawn("wayguard", cmd, work)?;
     let pid = wayguard.pid();
     eprintln!("wayguard serve: pid {pid}, xDS {xds}, admin {admin}");
@@ -233,7 +261,9 @@ pub async fn run(opts: Options) -> Result<Measurements> {
         opts.clients,
         if opts.delta { "Delta" } else { "SotW" }
     );
-    let sync_time = connect_fleet(&fleet, xds, &opts).await?;
+    let channels = connect_channels(opts.clients, xds, opts.connect_concurrency).await?;
+    let rss_connected = procs::rss_bytes(pid)?;
+    let sync_time = start_streams(&fleet, channels, &opts).await?;
     let rss_synced = procs::rss_bytes(pid)?;
     let cpu_sync = procs::cpu_time(pid)?.saturating_sub(cpu_start);
     eprintln!(
@@ -359,6 +389,7 @@ pub async fn run(opts: Options) -> Result<Measurements> {
         wayguard_log: wayguard.log().to_path_buf(),
         log_offset,
         rss_idle,
+        rss_connected,
         rss_synced,
         rss_end,
         sync_time,

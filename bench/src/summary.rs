@@ -191,6 +191,7 @@ pub fn summarize(m: &Measurements) -> (String, Value) {
         bytes(per_change(affected_bytes)),
         affected_types
             .iter()
+            .filter(|(_, (c, _))| *c > 0)
             .map(|(t, (c, b))| format!(
                 "{t}: {:.2} responses, {}",
                 per_change(*c),
@@ -208,10 +209,17 @@ pub fn summarize(m: &Measurements) -> (String, Value) {
     );
     let _ = writeln!(
         out,
-        "  wayguard RSS: {} idle, {} with {n} clients, {} at the end",
+        "  wayguard RSS: {} idle, {} with {n} HTTP/2 connections (no stream), {} with {n} synced ADS streams, {} at the end",
         bytes(m.rss_idle as f64),
+        bytes(m.rss_connected as f64),
         bytes(m.rss_synced as f64),
         bytes(m.rss_end as f64)
+    );
+    let _ = writeln!(
+        out,
+        "  memory per client: {} for the HTTP/2 connection, {} for the ADS stream and its state",
+        bytes((m.rss_connected as f64 - m.rss_idle as f64) / n.max(1) as f64),
+        bytes((m.rss_synced as f64 - m.rss_connected as f64) / n.max(1) as f64)
     );
     let (other, flaps) = envoy_anomalies(m);
     if m.envoy_present {
@@ -291,7 +299,7 @@ pub fn summarize(m: &Measurements) -> (String, Value) {
         "write_to_snapshot_ms": to_snapshot,
         "unaffected_bytes": unaffected_bytes, "affected_bytes_per_change_per_client": per_change(affected_bytes),
         "cpu_changes_ms": m.cpu_changes.as_secs_f64() * 1e3, "cpu_per_change_per_proxy_us": cpu_per_proxy_us,
-        "rss_idle": m.rss_idle, "rss_synced": m.rss_synced, "rss_end": m.rss_end,
+        "rss_idle": m.rss_idle, "rss_connected": m.rss_connected, "rss_synced": m.rss_synced, "rss_end": m.rss_end,
         "memory_per_client": mem_per_client, "sync_seconds": m.sync_time.as_secs_f64(),
         "probe_other": other, "probe_flaps": flaps, "broken": m.broken,
     });
