@@ -74,7 +74,10 @@ pub fn run(args: CiArgs) -> Result<()> {
             Ok(())
         })?;
     }
-    step("helm chart (lint, template, RBAC and hardening checks)", crate::chart::run)?;
+    step(
+        "helm chart (lint, template, RBAC and hardening checks)",
+        crate::chart::run,
+    )?;
     step("tests (all tiers)", || {
         cargo(
             &["test", "--workspace", "--locked", "--no-fail-fast"],
