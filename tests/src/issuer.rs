@@ -4,18 +4,25 @@
 //! The issuer URL is `http://127.0.0.1:PORT<path>`; discovery is served at
 //! `<issuer>/.well-known/openid-configuration` and the key set at `http://127.0.0.1:PORT/jwks`
 //! (the `jwks_uri` of discovery). Keys come from the process-wide pool in [`crate::keys`].
+//!
+//! Routes match on the path only, whatever the `Host` header says, so the same issuer also
+//! serves a JWKS URI that names a Service (`http://issuer.<ns>.svc.cluster.local:<port>/jwks`)
+//! when Envoy fetches it through that Service's cluster. Every `/jwks` request is recorded
+//! ([`JwtIssuer::jwks_fetch_log`]) with its `Host` and `User-Agent`, so a test can tell who
+//! fetched (wayguard sends `User-Agent: wayguard-jwks/...`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use jsonwebtoken::{Algorithm, Header};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
 
 use crate::keys::{self, RsaKey};
@@ -65,21 +72,57 @@ struct IssuerState {
     keys: RwLock<KeyState>,
     jwks_fetches: AtomicU64,
     discovery_fetches: AtomicU64,
+    fetch_log: Mutex<Vec<JwksFetch>>,
+    reversed: AtomicBool,
+}
+
+/// One request to `/jwks`, as the issuer saw it.
+#[derive(Debug, Clone)]
+pub struct JwksFetch {
+    /// The `Host` header (empty when absent).
+    pub host: String,
+    /// The `User-Agent` header (empty when absent).
+    pub user_agent: String,
+    /// When the request arrived.
+    pub at: Instant,
+}
+
+impl JwksFetch {
+    /// Whether wayguard's resolver sent it (`User-Agent: wayguard-jwks/...`), as opposed to
+    /// Envoy's `remote_jwks` fetcher.
+    pub fn by_wayguard(&self) -> bool {
+        self.user_agent.starts_with("wayguard-jwks/")
+    }
 }
 
 impl IssuerState {
     fn jwks(&self) -> Value {
         let keys = self.keys.read();
-        let list: Vec<Value> = keys
+        let mut list: Vec<Value> = keys
             .served
             .iter()
             .map(|k| k.key.public_jwk(&k.kid))
             .collect();
+        if self.reversed.load(Ordering::SeqCst) {
+            list.reverse();
+        }
         json!({ "keys": list })
     }
 }
 
-async fn jwks(State(state): State<Arc<IssuerState>>) -> impl IntoResponse {
+async fn jwks(State(state): State<Arc<IssuerState>>, headers: HeaderMap) -> impl IntoResponse {
+    let header = |name: axum::http::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    state.fetch_log.lock().push(JwksFetch {
+        host: header(axum::http::header::HOST),
+        user_agent: header(axum::http::header::USER_AGENT),
+        at: Instant::now(),
+    });
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     Json(state.jwks())
 }
@@ -149,6 +192,8 @@ impl JwtIssuer {
             }),
             jwks_fetches: AtomicU64::new(0),
             discovery_fetches: AtomicU64::new(0),
+            fetch_log: Mutex::new(Vec::new()),
+            reversed: AtomicBool::new(false),
         });
         Ok(Self {
             state,
@@ -214,6 +259,22 @@ impl JwtIssuer {
     /// How many times `/jwks` was fetched.
     pub fn jwks_fetches(&self) -> u64 {
         self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Every `/jwks` request so far, oldest first.
+    pub fn jwks_fetch_log(&self) -> Vec<JwksFetch> {
+        self.state.fetch_log.lock().clone()
+    }
+
+    /// The port the issuer listens on (also while stopped).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves the JWKS `keys` array in reverse order (`true`) or in rotation order (`false`):
+    /// the same key set in a different document.
+    pub fn set_reverse_key_order(&self, reversed: bool) {
+        self.state.reversed.store(reversed, Ordering::SeqCst);
     }
 
     /// How many times the discovery document was fetched.

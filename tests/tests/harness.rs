@@ -117,6 +117,53 @@ async fn issuer_serves_discovery_and_jwks_and_mints_verifiable_tokens() -> Resul
     Ok(())
 }
 
+/// `/jwks` answers whatever the Host header says (a Service host name in hybrid mode), records
+/// who fetched, and can serve the same keys in another order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_records_jwks_fetches_and_reorders_keys() -> Result<()> {
+    let issuer = JwtIssuer::start(IssuerOptions::default()).await?;
+    assert_eq!(issuer.port(), ports_of(&issuer)?);
+    let client = HttpClient::plain(&format!("http://127.0.0.1:{}", issuer.port()))?;
+    let host = "issuer.payments-prod.svc.cluster.local:8081";
+    let resp = client
+        .send(
+            &Req::get("/jwks")
+                .header("host", host)
+                .header("user-agent", "test-agent"),
+        )
+        .await?;
+    assert_eq!(resp.status, 200, "{}", resp.summary());
+    let log = issuer.jwks_fetch_log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].host, host);
+    assert_eq!(log[0].user_agent, "test-agent");
+    assert!(!log[0].by_wayguard());
+
+    issuer.rotate(true).await?;
+    let kids = |text: &str| -> Result<Vec<String>> {
+        let v: Value = serde_json::from_str(text)?;
+        Ok(v["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["kid"].as_str().map(str::to_string))
+            .collect())
+    };
+    let in_order = kids(&issuer.jwks_json())?;
+    issuer.set_reverse_key_order(true);
+    let reversed = kids(&fetch_jwks_text(&client).await?)?;
+    assert_eq!(in_order.len(), 2);
+    assert_eq!(reversed, in_order.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(issuer.jwks_fetch_log().len(), 2);
+    Ok(())
+}
+
+async fn fetch_jwks_text(client: &HttpClient) -> Result<String> {
+    let resp = client.send(&Req::get("/jwks")).await?;
+    anyhow::ensure!(resp.status == 200, "jwks: {}", resp.summary());
+    Ok(resp.body)
+}
+
 fn ports_of(issuer: &JwtIssuer) -> Result<u16> {
     let url = issuer.jwks_uri();
     let rest = url

@@ -31,6 +31,7 @@ macro_rules! matrix {
 }
 
 mod common;
+mod jwks;
 mod jwt;
 mod mtls;
 mod quickstart;
