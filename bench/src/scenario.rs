@@ -73,6 +73,16 @@ pub struct Measurements {
     pub sync_time: Duration,
     pub cpu_sync: Duration,
     pub cpu_changes: Duration,
+    /// CPU of this process (simulated clients, prober) during the changes.
+    pub cpu_bench_changes: Duration,
+    /// CPU of the real Envoy during the changes.
+    pub cpu_envoy_changes: Option<Duration>,
+    /// Busy CPU of the whole machine during the changes.
+    pub machine_busy_changes: Duration,
+    /// Wall time of the change phase.
+    pub wall_changes: Duration,
+    /// Load averages before and after the change phase.
+    pub loadavg: (String, String),
     /// Per client: (responses, bytes) by type received before the first change.
     pub types_before: Vec<BTreeMap<&'static str, (u64, u64)>>,
     pub metrics_before: MetricSamples,
@@ -317,6 +327,13 @@ pub async fn run(opts: Options) -> Result<Measurements> {
     let types_before = fleet.with_records(|_, r| r.by_type.clone());
     let metrics_before = metrics(admin).await;
     let cpu_before = procs::cpu_time(pid)?;
+    let own_pid = std::process::id();
+    let bench_before = procs::cpu_time(own_pid)?;
+    let envoy_pid = envoy_proc.as_ref().map(Proc::pid);
+    let envoy_before = envoy_pid.map(procs::cpu_time).transpose()?;
+    let machine_before = procs::machine_busy()?;
+    let load_before = procs::loadavg();
+    let phase_start = Instant::now();
     let affected = fleet
         .with_records(|_, r| r.gateway == 0)
         .iter()
@@ -371,6 +388,14 @@ pub async fn run(opts: Options) -> Result<Measurements> {
         tokio::time::sleep(opts.pause).await;
     }
     let cpu_changes = procs::cpu_time(pid)?.saturating_sub(cpu_before);
+    let wall_changes = phase_start.elapsed();
+    let cpu_bench_changes = procs::cpu_time(own_pid)?.saturating_sub(bench_before);
+    let cpu_envoy_changes = match (envoy_pid, envoy_before) {
+        (Some(p), Some(before)) => procs::cpu_time(p).ok().map(|t| t.saturating_sub(before)),
+        _ => None,
+    };
+    let machine_busy_changes = procs::machine_busy()?.saturating_sub(machine_before);
+    let loadavg = (load_before, procs::loadavg());
     let metrics_after = metrics(admin).await;
     let rss_end = procs::rss_bytes(pid)?;
     if let Some(mut proc) = envoy_proc.take() {
@@ -395,6 +420,11 @@ pub async fn run(opts: Options) -> Result<Measurements> {
         sync_time,
         cpu_sync,
         cpu_changes,
+        cpu_bench_changes,
+        cpu_envoy_changes,
+        machine_busy_changes,
+        wall_changes,
+        loadavg,
         types_before,
         metrics_before,
         metrics_after,

@@ -221,6 +221,22 @@ pub fn summarize(m: &Measurements) -> (String, Value) {
         bytes((m.rss_connected as f64 - m.rss_idle as f64) / n.max(1) as f64),
         bytes((m.rss_synced as f64 - m.rss_connected as f64) / n.max(1) as f64)
     );
+    let envoy_cpu = m.cpu_envoy_changes.unwrap_or_default();
+    let others = m
+        .machine_busy_changes
+        .saturating_sub(m.cpu_changes + m.cpu_bench_changes + envoy_cpu);
+    let _ = writeln!(
+        out,
+        "  CPU during the change phase ({:.1} s wall, {} CPUs): wayguard {:.0} ms, simulated clients + prober {:.0} ms, Envoy {:.0} ms, everything else on the machine {:.0} ms; load average {} before, {} after",
+        m.wall_changes.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        m.cpu_changes.as_secs_f64() * 1e3,
+        m.cpu_bench_changes.as_secs_f64() * 1e3,
+        envoy_cpu.as_secs_f64() * 1e3,
+        others.as_secs_f64() * 1e3,
+        m.loadavg.0,
+        m.loadavg.1
+    );
     let (other, flaps) = envoy_anomalies(m);
     if m.envoy_present {
         let _ = writeln!(
@@ -301,6 +317,12 @@ pub fn summarize(m: &Measurements) -> (String, Value) {
         "cpu_changes_ms": m.cpu_changes.as_secs_f64() * 1e3, "cpu_per_change_per_proxy_us": cpu_per_proxy_us,
         "rss_idle": m.rss_idle, "rss_connected": m.rss_connected, "rss_synced": m.rss_synced, "rss_end": m.rss_end,
         "memory_per_client": mem_per_client, "sync_seconds": m.sync_time.as_secs_f64(),
+        "cpu_bench_changes_ms": m.cpu_bench_changes.as_secs_f64() * 1e3,
+        "cpu_envoy_changes_ms": m.cpu_envoy_changes.map(|d| d.as_secs_f64() * 1e3),
+        "machine_busy_changes_ms": m.machine_busy_changes.as_secs_f64() * 1e3,
+        "other_cpu_changes_ms": others.as_secs_f64() * 1e3,
+        "wall_changes_s": m.wall_changes.as_secs_f64(),
+        "loadavg": [m.loadavg.0, m.loadavg.1],
         "probe_other": other, "probe_flaps": flaps, "broken": m.broken,
     });
     (out, json)
