@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use wayguard_core::GatewayId;
 use wayguard_translate::AuthContext;
 use wayguard_translate::gateway::gateway_resources;
@@ -34,20 +32,9 @@ fn render(text: &str) -> serde_json::Value {
 
 #[test]
 fn gateway_resources_golden() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    for path in files {
-        let name = path
-            .file_stem()
-            .expect("name")
-            .to_string_lossy()
-            .to_string();
-        let text = std::fs::read_to_string(&path).expect("read");
+    let fixtures = common::fixtures("tests/gateway");
+    assert!(!fixtures.is_empty());
+    for (name, text) in fixtures {
         insta::with_settings!({ sort_maps => true, description => text.lines().next().unwrap_or_default() }, {
             insta::assert_json_snapshot!(name, render(&text));
         });

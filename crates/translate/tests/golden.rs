@@ -9,26 +9,13 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{load, translate};
 
 #[test]
 fn fixtures() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    names.sort();
-    assert!(names.len() >= 20, "fixtures went missing: {names:?}");
-    for path in names {
-        let name = path
-            .file_stem()
-            .expect("name")
-            .to_string_lossy()
-            .to_string();
-        let text = std::fs::read_to_string(&path).expect("read");
+    let fixtures = common::fixtures("tests/fixtures");
+    assert!(fixtures.len() >= 20, "fixtures went missing");
+    for (name, text) in fixtures {
         let json = translate(&load(&text));
         insta::with_settings!({ sort_maps => true, description => text.lines().next().unwrap_or_default() }, {
             insta::assert_json_snapshot!(name, json);

@@ -95,3 +95,20 @@ pub fn translate(index: &Index) -> serde_json::Value {
         "diagnostics": out.diagnostics.iter().map(|d| format!("{}/{}: {}", d.namespace, d.name, d.message)).collect::<Vec<_>>(),
     })
 }
+
+/// The fixtures of a test directory, `(file stem, contents)`, sorted by name.
+pub fn fixtures(dir: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let name = p.file_stem().expect("name").to_string_lossy().to_string();
+            (name, std::fs::read_to_string(&p).expect("read"))
+        })
+        .collect()
+}
