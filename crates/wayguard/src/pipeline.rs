@@ -186,7 +186,7 @@ impl Pipeline {
             let Some(snapshot) = self.cache.get(key) else {
                 continue;
             };
-            let clients = connections.connections_for(key).len();
+            let clients = connections.count_for(key);
             if clients == 0 {
                 continue;
             }

@@ -265,10 +265,10 @@ pub async fn run(
         let mut last_run = Instant::now() - debounce;
         loop {
             // Wait for the first change.
-            let mut sources_changed = tokio::select! {
+            let (mut sources_changed, mut keys_changed) = tokio::select! {
                 _ = &mut loop_stop => return,
-                e = trigger_rx.recv() => { if e.is_none() { return; } true }
-                r = jwks_changes.changed() => { if r.is_err() { return; } false }
+                e = trigger_rx.recv() => { if e.is_none() { return; } (true, false) }
+                r = jwks_changes.changed() => { if r.is_err() { return; } (false, true) }
             };
             // Leading edge after a quiet period; otherwise coalesce until quiet or the cap.
             let first = Instant::now();
@@ -279,13 +279,16 @@ pub async fn run(
                     tokio::select! {
                         _ = tokio::time::sleep_until(quiet.min(cap)) => break,
                         e = trigger_rx.recv() => { if e.is_none() { return; } sources_changed = true; }
-                        r = jwks_changes.changed() => { if r.is_err() { return; } }
+                        r = jwks_changes.changed() => { if r.is_err() { return; } keys_changed = true; }
                     }
                 }
             }
             while trigger_rx.try_recv().is_ok() {
                 sources_changed = true;
             }
+            // Kubernetes watchers only trigger after changing the index; a file trigger may find
+            // nothing new (an editor's rename sends several events).
+            let mut index_changed = sources_changed && source.is_none();
             if sources_changed {
                 if let Some(source) = source.as_mut() {
                     let outcome = {
@@ -294,7 +297,8 @@ pub async fn run(
                     };
                     match outcome {
                         Ok(o) => {
-                            tracing::debug!(files = o.files_read, changed = o.changed, "rescanned")
+                            tracing::debug!(files = o.files_read, changed = o.changed, "rescanned");
+                            index_changed |= o.changed;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "rescan failed; keeping the current state")
@@ -302,7 +306,12 @@ pub async fn run(
                     }
                     *loop_state.file_problems.lock() = source.problems();
                 }
-                loop_pipeline.settle_keys(Duration::from_secs(2)).await;
+                if index_changed {
+                    loop_pipeline.settle_keys(Duration::from_secs(2)).await;
+                }
+            }
+            if !index_changed && !keys_changed {
+                continue;
             }
             let changed = loop_pipeline.rebuild();
             loop_pipeline.observe_convergence(&changed, &loop_connections, first);
