@@ -40,6 +40,7 @@ pub mod envoy;
 pub mod http;
 pub mod issuer;
 pub mod keys;
+pub mod kube;
 pub mod pki;
 pub mod poll;
 pub mod ports;
