@@ -64,6 +64,7 @@ pub fn gateway_api() -> Vec<CustomResourceDefinition> {
         referencegrants::ReferenceGrant::crd(),
     ];
     for crd in &mut crds {
+        drop_null_enum_values(crd);
         // *.k8s.io groups are protected; the upstream CRDs carry this approval annotation.
         crd.metadata.annotations.get_or_insert_default().insert(
             "api-approved.kubernetes.io".into(),
@@ -71,4 +72,114 @@ pub fn gateway_api() -> Vec<CustomResourceDefinition> {
         );
     }
     crds
+}
+
+/// Removes `null` from the `enum` of nullable schemas. schemars lists it for `Option<Enum>`;
+/// the apiserver accepts it, but kubectl's client-side validation rejects the CRD
+/// (`unknown object type "nil"`), and `nullable: true` already admits null.
+fn drop_null_enum_values(crd: &mut CustomResourceDefinition) {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("nullable") == Some(&serde_json::Value::Bool(true))
+                    && let Some(serde_json::Value::Array(values)) = map.get_mut("enum")
+                {
+                    values.retain(|v| !v.is_null());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(values) => values.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let Ok(mut value) = serde_json::to_value(&*schema) else {
+            continue;
+        };
+        walk(&mut value);
+        if let Ok(cleaned) = serde_json::from_value(value) {
+            *schema = cleaned;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn null_enums(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get("enum")
+                    && values.iter().any(serde_json::Value::is_null)
+                {
+                    found.push(path.to_string());
+                }
+                for (k, v) in map {
+                    null_enums(v, &format!("{path}.{k}"), found);
+                }
+            }
+            serde_json::Value::Array(values) => {
+                for (i, v) in values.iter().enumerate() {
+                    null_enums(v, &format!("{path}[{i}]"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// kubectl's client-side validation rejects a CRD whose `enum` lists null.
+    #[test]
+    fn no_crd_lists_null_in_an_enum() {
+        let crds = all().into_iter().map(|(_, crd)| crd).chain(gateway_api());
+        for crd in crds {
+            let value = serde_json::to_value(&crd).expect("CRDs serialize");
+            let mut found = Vec::new();
+            null_enums(&value, "", &mut found);
+            assert!(
+                found.is_empty(),
+                "{}: null in enum at {found:?}",
+                crd.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+
+    /// Nullable enums keep their other values and stay nullable (no enum is left empty, which
+    /// would admit nothing).
+    #[test]
+    fn nullable_enums_keep_their_values() {
+        fn count(value: &serde_json::Value, nullable_enums: &mut usize, empty: &mut usize) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Array(values)) = map.get("enum") {
+                        if values.is_empty() {
+                            *empty += 1;
+                        } else if map.get("nullable") == Some(&serde_json::Value::Bool(true)) {
+                            *nullable_enums += 1;
+                        }
+                    }
+                    map.values().for_each(|v| count(v, nullable_enums, empty));
+                }
+                serde_json::Value::Array(values) => {
+                    values.iter().for_each(|v| count(v, nullable_enums, empty));
+                }
+                _ => {}
+            }
+        }
+        let value = serde_json::to_value(gateway_api()).expect("CRDs serialize");
+        let (mut nullable_enums, mut empty) = (0, 0);
+        count(&value, &mut nullable_enums, &mut empty);
+        assert_eq!(empty, 0, "an enum was emptied");
+        assert!(
+            nullable_enums > 0,
+            "nullable enums lost their nullable flag or values"
+        );
+    }
 }

@@ -86,7 +86,7 @@ const ONE_OF_SELECTOR: &str = "(has(self.selector) ? 1 : 0) + (has(self.targetRe
     category = "security-istio-io",
     namespaced,
     status = "PolicyStatus",
-    printcolumn = r#"{"name":"Issuers","type":"string","jsonPath":".spec.jwtRules[*].issuer","description":"Trusted JWT issuers"}"#,
+    printcolumn = r#"{"name":"Issuers","type":"string","jsonPath":".status.issuers","description":"Trusted JWT issuers (written by wayguard)"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"JWKS","type":"string","jsonPath":".status.conditions[?(@.type==\"JwksResolved\")].status","description":"Whether every JWKS resolved"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

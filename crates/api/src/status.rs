@@ -18,6 +18,11 @@ pub struct PolicyStatus {
     /// The generation of the spec the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// RequestAuthentication only: the distinct `jwtRules[].issuer` values, comma-separated, for
+    /// the ISSUERS column of `kubectl get` (a printer column shows only the first match of a
+    /// JSONPath, so `.spec.jwtRules[*].issuer` cannot list them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuers: Option<String>,
 }
 
 /// Condition types and reasons.

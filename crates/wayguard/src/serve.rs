@@ -336,14 +336,15 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits until every watched kind listed once, then (bounded) until the referenced
-/// Secrets/ConfigMaps were read, so HTTPS listeners are not programmed a beat late.
+/// Waits until every watched kind listed once, then (bounded) until every Secret/ConfigMap the
+/// listed objects reference was read or found absent, so HTTPS listeners are not programmed a
+/// beat late and the first snapshot already has the mesh config.
 async fn wait_synced(synced: &crate::kubernetes::Synced, pipeline: &Pipeline) {
-    let mut rx = synced.subscribe();
+    let mut rx = synced.kinds.subscribe();
     let all: std::collections::BTreeSet<_> = crate::kubernetes::WATCHED.into_iter().collect();
     loop {
         let missing: Vec<String> = all
-            .difference(&rx.borrow())
+            .difference(&rx.borrow_and_update())
             .map(ToString::to_string)
             .collect();
         if missing.is_empty() {
@@ -356,24 +357,32 @@ async fn wait_synced(synced: &crate::kubernetes::Synced, pipeline: &Pipeline) {
             }
         }
     }
+    let mut objects = synced.objects.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        {
-            let index = pipeline.index.read();
-            if index
-                .referenced_objects()
+        // A referenced object can reference more (none do today), so `wanted` is re-read.
+        let wanted = pipeline.index.read().referenced_objects();
+        let missing: Vec<String> = {
+            let settled = objects.borrow_and_update();
+            wanted
                 .iter()
-                .all(|k| index.entry(k).is_some())
-            {
+                .filter(|k| !settled.contains(*k))
+                .map(ToString::to_string)
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, objects.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(
+                    missing = ?missing,
+                    "referenced Secrets/ConfigMaps not read within 5s; continuing, they apply when they arrive"
+                );
                 return;
             }
         }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                "some referenced Secrets/ConfigMaps did not arrive within 5s; continuing"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,6 +10,6 @@
 
 mod chart;
 mod common;
-mod known_gaps;
 mod leader;
 mod seeds;
+mod startup;

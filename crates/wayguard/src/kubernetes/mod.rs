@@ -41,8 +41,15 @@ pub const WATCHED: [Kind; 12] = [
     Kind::AuthorizationPolicy,
 ];
 
-/// Sync progress of the watchers: kinds that completed their first list (or are not installed).
-pub type Synced = watch::Sender<BTreeSet<Kind>>;
+/// Sync progress of the watchers.
+#[derive(Debug)]
+pub struct Synced {
+    /// Kinds that completed their first list (or are not installed).
+    pub kinds: watch::Sender<BTreeSet<Kind>>,
+    /// Referenced Secrets/ConfigMaps whose watcher completed its first list, whether the object
+    /// exists or not (an absent object is settled too: it is known to be absent).
+    pub objects: watch::Sender<BTreeSet<ObjectRef>>,
+}
 
 /// The API resource of `kind` at the first version the cluster serves.
 async fn served(client: &Client, kind: Kind) -> Result<Option<ApiResource>, kube::Error> {
@@ -123,6 +130,7 @@ async fn watch_kind(
     trigger: mpsc::UnboundedSender<()>,
     synced: Arc<Synced>,
 ) {
+    let synced = &synced.kinds;
     let ar = loop {
         match served(&client, kind).await {
             Ok(Some(ar)) => break ar,
@@ -168,6 +176,7 @@ async fn watch_object(
     key: ObjectRef,
     pipeline: Arc<Pipeline>,
     trigger: mpsc::UnboundedSender<()>,
+    synced: Arc<Synced>,
 ) {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("", "v1", key.kind.name()),
@@ -192,6 +201,7 @@ async fn watch_object(
                 if changed {
                     let _ = trigger.send(());
                 }
+                synced.objects.send_if_modified(|s| s.insert(key.clone()));
             }
             Ok(event) => {
                 if let (true, _) = apply_event(&pipeline, key.kind, &ar, event, &mut relist) {
@@ -210,7 +220,10 @@ pub fn start(
     trigger: mpsc::UnboundedSender<()>,
     rebuilt: watch::Receiver<u64>,
 ) -> Arc<Synced> {
-    let synced = Arc::new(watch::Sender::new(BTreeSet::new()));
+    let synced = Arc::new(Synced {
+        kinds: watch::Sender::new(BTreeSet::new()),
+        objects: watch::Sender::new(BTreeSet::new()),
+    });
     for kind in WATCHED {
         tokio::spawn(watch_kind(
             client.clone(),
@@ -220,17 +233,28 @@ pub fn start(
             synced.clone(),
         ));
     }
-    tokio::spawn(referenced_objects(client, pipeline, trigger, rebuilt));
+    tokio::spawn(referenced_objects(
+        client,
+        pipeline,
+        trigger,
+        rebuilt,
+        synced.clone(),
+    ));
     synced
 }
 
 /// Keeps one watcher per referenced Secret/ConfigMap; unreferenced ones are dropped from the index.
+///
+/// Reconciles after every rebuild and whenever a kind completes its first list, so the objects
+/// the initial Gateways reference are watched before the first build (which waits for them).
 async fn referenced_objects(
     client: Client,
     pipeline: Arc<Pipeline>,
     trigger: mpsc::UnboundedSender<()>,
     mut rebuilt: watch::Receiver<u64>,
+    synced: Arc<Synced>,
 ) {
+    let mut kinds = synced.kinds.subscribe();
     let mut watchers: BTreeMap<ObjectRef, tokio::task::JoinHandle<()>> = BTreeMap::new();
     loop {
         let wanted = pipeline.index.read().referenced_objects();
@@ -243,6 +267,7 @@ async fn referenced_objects(
             if let Some(task) = watchers.remove(&key) {
                 task.abort();
             }
+            synced.objects.send_if_modified(|s| s.remove(&key));
             if pipeline.index.write().delete(&key) {
                 let _ = trigger.send(());
             }
@@ -255,11 +280,13 @@ async fn referenced_objects(
                     key,
                     pipeline.clone(),
                     trigger.clone(),
+                    synced.clone(),
                 ))
             });
         }
-        if rebuilt.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = rebuilt.changed() => if r.is_err() { return },
+            r = kinds.changed() => if r.is_err() { return },
         }
     }
 }

@@ -12,6 +12,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::json;
 use tokio::sync::watch;
 use wayguard_api::resource::{Kind, ObjectRef, Resource};
+use wayguard_api::status::PolicyStatus;
 use wayguard_api::status::conditions as c;
 use wayguard_core::authn::JwksSource;
 use wayguard_index::Index;
@@ -236,16 +237,29 @@ fn jwks_resolved(keys: &KeyMaterial, resource: &Resource) -> Option<Want> {
     })
 }
 
-fn current_conditions(resource: &Resource) -> Vec<Condition> {
-    let status = match resource {
+fn current_status(resource: &Resource) -> Option<&PolicyStatus> {
+    match resource {
         Resource::RequestAuthentication(r) => r.status.as_ref(),
         Resource::AuthorizationPolicy(r) => r.status.as_ref(),
         Resource::AuthConfig(r) => r.status.as_ref(),
         Resource::EnterpriseAgentgatewayPolicy(r) => r.status.as_ref(),
         Resource::AgentgatewayBackend(r) => r.status.as_ref(),
         _ => None,
+    }
+}
+
+/// The distinct issuers of a RequestAuthentication, in rule order, for the ISSUERS column.
+fn issuers(resource: &Resource) -> Option<String> {
+    let Resource::RequestAuthentication(ra) = resource else {
+        return None;
     };
-    status.map(|s| s.conditions.clone()).unwrap_or_default()
+    let mut seen = Vec::new();
+    for rule in &ra.spec.jwt_rules {
+        if !rule.issuer.is_empty() && !seen.contains(&rule.issuer.as_str()) {
+            seen.push(rule.issuer.as_str());
+        }
+    }
+    Some(seen.join(", "))
 }
 
 /// The desired status of one object, keeping transition times of unchanged conditions.
@@ -258,7 +272,9 @@ fn desired(
     let generation = resource.meta().generation;
     let mut wants = vec![accepted(index, key), resolved_refs(index, key, resource)];
     wants.extend(jwks_resolved(keys, resource));
-    let current = current_conditions(resource);
+    let current = current_status(resource)
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let now = Time(Timestamp::now());
     let conditions: Vec<Condition> = wants
         .into_iter()
@@ -277,7 +293,12 @@ fn desired(
             }
         })
         .collect();
-    json!({"conditions": conditions, "observedGeneration": generation})
+    let status = PolicyStatus {
+        conditions,
+        observed_generation: generation,
+        issuers: issuers(resource),
+    };
+    serde_json::to_value(status).unwrap_or_else(|_| json!({}))
 }
 
 /// Compares statuses ignoring transition times (which only move when a condition changes).
@@ -330,11 +351,20 @@ async fn write_all(
             .filter(|(k, _)| k.kind.has_wayguard_status())
             .filter_map(|(k, e)| {
                 let resource = e.rejected.as_ref().map(|(r, _)| r).or(e.valid.as_ref())?;
-                let api_version = resource.to_value().ok()?.get("apiVersion")?.as_str()?.to_string();
+                let api_version = resource
+                    .to_value()
+                    .ok()?
+                    .get("apiVersion")?
+                    .as_str()?
+                    .to_string();
                 let status = desired(&index, &pipeline.keys, k, resource);
-                let current = json!({"conditions": current_conditions(resource), "observedGeneration": resource.meta().generation});
+                let current = current_status(resource)
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .unwrap_or_else(|| json!({}));
                 let unchanged = comparable(&current) == comparable(&status)
-                    || written.get(k).is_some_and(|w| comparable(w) == comparable(&status));
+                    || written
+                        .get(k)
+                        .is_some_and(|w| comparable(w) == comparable(&status));
                 (!unchanged).then(|| (k.clone(), status, api_version))
             })
             .collect()
