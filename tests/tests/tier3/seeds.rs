@@ -65,11 +65,7 @@ async fn seeds_applied_with_kubectl_are_enforced_by_envoy() -> Result<()> {
             writes.len() >= 6,
             "expected status writes for every policy, got {writes:?}"
         );
-        s.assert_no_warnings(&[
-            // kube-client's discovery probing versions the cluster does not serve.
-            "Unsuccessful data error parse: 404 page not found",
-        ])
-        .await?;
+        s.assert_no_warnings(&[]).await?;
         Ok(())
     })
     .await

@@ -52,20 +52,48 @@ pub struct Synced {
 }
 
 /// The API resource of `kind` at the first version the cluster serves.
+///
+/// Asks for the served versions first and reads the resource list of those only: probing a
+/// version the cluster does not serve answers 404 with a text body, which kube-client logs as a
+/// warning on every start.
 async fn served(client: &Client, kind: Kind) -> Result<Option<ApiResource>, kube::Error> {
+    let group = kind.group();
+    let served: Vec<String> = if group.is_empty() {
+        client.list_core_api_versions().await?.versions
+    } else {
+        client
+            .list_api_groups()
+            .await?
+            .groups
+            .into_iter()
+            .find(|g| g.name == group)
+            .map(|g| g.versions.into_iter().map(|v| v.version).collect())
+            .unwrap_or_default()
+    };
     for version in kind.versions() {
-        let gvk = GroupVersionKind::gvk(kind.group(), version, kind.name());
-        match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok((ar, _)) => return Ok(Some(ar)),
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(kube::Error::Discovery(_)) => continue,
-            Err(e) => return Err(e),
+        if !served.iter().any(|v| v == version) {
+            continue;
+        }
+        let resources = if group.is_empty() {
+            client.list_core_api_resources(version).await?
+        } else {
+            client
+                .list_api_group_resources(&format!("{group}/{version}"))
+                .await?
+        };
+        // Subresources (`gateways/status`) share the kind; the plural has no slash.
+        if let Some(r) = resources
+            .resources
+            .iter()
+            .find(|r| r.kind == kind.name() && !r.name.contains('/'))
+        {
+            let gvk = GroupVersionKind::gvk(group, version, kind.name());
+            return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, &r.name)));
         }
     }
     Ok(None)
 }
 
-/// Converts a watched object into a [`Resource`] through the file decoder.
 fn to_resource(kind: Kind, ar: &ApiResource, obj: &DynamicObject) -> Result<Resource, String> {
     let mut value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
     if let serde_json::Value::Object(map) = &mut value {

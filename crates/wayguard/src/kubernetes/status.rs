@@ -392,6 +392,9 @@ async fn write_all(
                 written.insert(key, status);
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                tracing::warn!(object = %key, error = %e, "writing status is forbidden: grant `patch` on {}/status in group {:?} to wayguard's ServiceAccount (the Helm chart's ClusterRole has it); retrying on the next change", key.kind.plural(), group)
+            }
             Err(e) => {
                 tracing::warn!(object = %key, error = %e, "writing status failed; retrying on the next change")
             }
