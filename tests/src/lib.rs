@@ -14,6 +14,8 @@
 //! - [`pki`]: CA, server and SPIFFE client certificates, and their Secret/ConfigMap YAML.
 //! - [`http`]: a rustls (ring) reqwest client, with or without a client certificate.
 //! - [`yaml`]: Gateway, Service + EndpointSlice, HTTPRoute, seed examples.
+//! - [`seeds`]: the seed examples as both tiers use them: file names, stand-ins for their
+//!   issuers, token claims for seed 01's audience, seed 04 with its fix.
 //! - [`scenario`]: all of the above wired together, with request assertions that report the
 //!   request, expected vs got, and the wayguard/Envoy logs.
 
@@ -47,6 +49,7 @@ pub mod ports;
 pub mod process;
 pub mod scenario;
 mod scenario_checks;
+pub mod seeds;
 pub mod server;
 pub mod tools;
 pub mod wayguard;

@@ -98,23 +98,9 @@ where
     }
 }
 
-/// Blocking variant of [`until`] for synchronous code (process teardown).
-pub fn until_blocking<T>(
-    timeout: Duration,
-    interval: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if start.elapsed() >= timeout {
-            return None;
-        }
-        std::thread::sleep(interval);
-    }
-}
+/// Blocking polling for synchronous code (process teardown): `check` every `interval` until it
+/// returns `Some` or `timeout` passes.
+pub use wayguard_testkit::process::until_blocking;
 
 #[cfg(test)]
 mod tests {

@@ -3,15 +3,16 @@
 //! Lookup order for a tool key such as `WAYGUARD_ENVOY`:
 //! 1. the environment variable of that name (an absolute path);
 //! 2. the line `WAYGUARD_ENVOY=/abs/path` in `$WAYGUARD_TOOLS/tools.env`
-//!    (`WAYGUARD_TOOLS` defaults to `$HOME/.cache/wayguard-tools`).
+//!    (`WAYGUARD_TOOLS` defaults to `$HOME/.cache/wayguard-tools`; [`tools_dir`] and
+//!    [`parse_env_file`] are xtask's own, from `wayguard_testkit::tools`).
 //!
 //! A tool that is not found, or whose path does not exist, is an error naming the install
 //! step. Tests propagate it and fail: a missing tool never skips a test.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+pub use wayguard_testkit::tools::{parse_env_file, tools_dir};
 
 /// The tools.env key of the Envoy binary.
 pub const ENVOY: &str = "WAYGUARD_ENVOY";
@@ -22,25 +23,6 @@ pub fn install_step(key: &str) -> &'static str {
         ENVOY => "cargo xtask tools --envoy",
         _ => "cargo xtask tools",
     }
-}
-
-/// The tools cache directory: `$WAYGUARD_TOOLS`, else `$HOME/.cache/wayguard-tools`.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WAYGUARD_TOOLS").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/wayguard-tools")
-}
-
-/// Parses a `tools.env` file: `KEY=value` lines, `#` comments and blank lines ignored.
-pub fn parse_env_file(text: &str) -> BTreeMap<String, PathBuf> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .map(|(key, value)| (key.trim().to_string(), PathBuf::from(value.trim())))
-        .collect()
 }
 
 /// Resolves a tool by key from the environment or from `tools.env` in `dir`.

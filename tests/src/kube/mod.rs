@@ -3,7 +3,8 @@
 //! with a token of the chart's ServiceAccount, and a real Envoy in front of the echo backend.
 //!
 //! - [`cluster`]: [`KubeCluster`]: PKI (openssl), etcd, kube-apiserver, admin kubeconfig and
-//!   token; both processes are [`crate::process::ChildGuard`]s (stopped by PID).
+//!   token; both processes are [`crate::process::ChildGuard`]s (stopped by PID). The cluster
+//!   itself is `wayguard_testkit::cluster`, shared with `cargo xtask cluster`.
 //! - [`kubectl`]: [`Kubectl`], kubectl with one kubeconfig (apply from a string, get as JSON,
 //!   create token, the printer-column table), run off the async runtime.
 //! - [`helm`]: `helm install` of `charts/wayguard` with private `HELM_*` directories.

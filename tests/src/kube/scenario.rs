@@ -700,7 +700,9 @@ impl Drop for KubeScenario {
         for wg in &mut self.replicas {
             wg.stop();
         }
-        self.cluster.stop();
+        if let Err(e) = self.cluster.stop() {
+            report(&format!("[tier3] teardown: {e:#}"));
+        }
         report(&format!(
             "[tier3] teardown (Envoy, wayguard, kube-apiserver, etcd stopped by PID): {:.2}s",
             start.elapsed().as_secs_f64()

@@ -6,10 +6,10 @@ use anyhow::{Result, bail, ensure};
 use serde_json::json;
 use wayguard_tests::pki::{CHECKOUT_SPIFFE, OTHER_SPIFFE};
 use wayguard_tests::scenario::PROPAGATION_TIMEOUT;
-use wayguard_tests::yaml::{CaRef, ClientValidation, SeedIssuers, ValidationPlacement, seed};
+use wayguard_tests::yaml::{CaRef, ClientValidation, ValidationPlacement};
 use wayguard_tests::{JwtIssuer, Pki, Req, Scenario, ScenarioBuilder, XdsMode};
 
-use crate::common::{okta, payments, seed01};
+use crate::common::{SEED05, okta, payments, seed_plain, seed01};
 
 matrix!(
     seed05_principal_and_scope_over_mtls,
@@ -24,13 +24,7 @@ async fn start(mode: XdsMode, pki: &Pki, v: ClientValidation) -> Result<(Scenari
     let s = ScenarioBuilder::new(mode)
         .https(pki, Some(v))?
         .file("ra.yaml", seed01(&okta)?)
-        .file(
-            "authz.yaml",
-            seed(
-                "05-authorizationpolicy-principal-and-claim.yaml",
-                SeedIssuers::default(),
-            )?,
-        )
+        .file("authz.yaml", seed_plain(SEED05)?)
         .start()
         .await?;
     Ok((s, okta))

@@ -4,10 +4,9 @@
 use anyhow::{Result, anyhow, ensure};
 use serde_json::{Value, json};
 use wayguard_tests::issuer::JwtIssuer;
-use wayguard_tests::yaml::{SeedIssuers, seed};
 use wayguard_tests::{IssuerOptions, Req, Scenario, ScenarioBuilder, XdsMode, keys};
 
-use crate::common::{okta, payments, seed01};
+use crate::common::{SEED03, okta, payments, seed_plain, seed01};
 
 matrix!(
     policy_edit_delete_and_broken_file,
@@ -19,10 +18,7 @@ matrix!(
 );
 
 fn seed03() -> Result<String> {
-    seed(
-        "03-authorizationpolicy-groups-claim.yaml",
-        SeedIssuers::default(),
-    )
+    seed_plain(SEED03)
 }
 
 fn envoy_pid(s: &mut Scenario) -> Result<u32> {

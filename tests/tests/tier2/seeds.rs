@@ -2,10 +2,12 @@
 
 use anyhow::{Result, ensure};
 use serde_json::json;
-use wayguard_tests::yaml::{SeedIssuers, seed};
 use wayguard_tests::{Req, ScenarioBuilder, XdsMode};
 
-use crate::common::{internal, okta, payments, ra_without_audiences, seed01};
+use crate::common::{
+    FIXED_DENY, SEED02, SEED03, SEED04, internal, okta, payments, ra_without_audiences, seed_plain,
+    seed_with, seed01,
+};
 
 matrix!(
     seed03_groups_claim,
@@ -18,13 +20,7 @@ async fn seed03_groups_claim(mode: XdsMode) -> Result<()> {
     let okta = okta().await?;
     let s = ScenarioBuilder::new(mode)
         .file("ra.yaml", seed01(&okta)?)
-        .file(
-            "authz.yaml",
-            seed(
-                "03-authorizationpolicy-groups-claim.yaml",
-                SeedIssuers::default(),
-            )?,
-        )
+        .file("authz.yaml", seed_plain(SEED03)?)
         .start()
         .await?;
     let admin = okta.token(payments(json!({"groups": ["dev", "payments-admin"]})))?;
@@ -64,15 +60,8 @@ async fn seed03_groups_claim(mode: XdsMode) -> Result<()> {
 async fn seed02_multi_issuer_from_headers(mode: XdsMode) -> Result<()> {
     let okta = okta().await?;
     let internal = internal().await?;
-    let issuers = SeedIssuers {
-        okta: Some(&okta),
-        internal: Some(&internal),
-    };
     let s = ScenarioBuilder::new(mode)
-        .file(
-            "ra.yaml",
-            seed("02-requestauthentication-multi-issuer.yaml", issuers)?,
-        )
+        .file("ra.yaml", seed_with(SEED02, Some(&okta), Some(&internal))?)
         .start()
         .await?;
     let svc = internal.token(json!({"aud": "svc://payments", "sub": "orders"}))?;
@@ -131,27 +120,6 @@ async fn seed02_multi_issuer_from_headers(mode: XdsMode) -> Result<()> {
     s.assert_no_nacks().await
 }
 
-/// A DENY policy on audiences.
-const FIXED_DENY: &str = r#"apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: payments-aud-guard
-  namespace: payments-prod
-spec:
-  targetRefs:
-  - kind: Gateway
-    group: gateway.networking.k8s.io
-    name: waypoint
-  action: DENY
-  rules:
-  - from:
-    - source:
-        requestPrincipals: ["*"]
-    when:
-    - key: request.auth.audiences
-      notValues: ["api://payments"]
-"#;
-
 /// Seed 04 over a RequestAuthentication without `audiences` (so RBAC sees them): the
 /// anonymous request is denied (the seed's gotcha); the fix scopes the rule to authenticated
 /// requests.
@@ -159,13 +127,7 @@ async fn seed04_deny_audience_and_fix(mode: XdsMode) -> Result<()> {
     let okta = okta().await?;
     let s = ScenarioBuilder::new(mode)
         .file("ra.yaml", ra_without_audiences(&okta))
-        .file(
-            "authz.yaml",
-            seed(
-                "04-authorizationpolicy-deny-audience.yaml",
-                SeedIssuers::default(),
-            )?,
-        )
+        .file("authz.yaml", seed_plain(SEED04)?)
         .start()
         .await?;
     let ours = okta.token(payments(json!({})))?;

@@ -22,8 +22,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use wayguard_testkit::cluster::KubeCluster;
 
-use super::cluster::{ClusterBinaries, KubeCluster};
 use super::exec::{display, fingerprint, run_logged, write_if_changed};
 use super::{Ctx, ETCD_VERSION, KUBERNETES_VERSION, Outcome, fmt_duration, recipe};
 
@@ -235,8 +235,8 @@ pub(super) fn smoke_test(ctx: &mut Ctx) -> Result<(Outcome, String, String)> {
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     let start = Instant::now();
-    let cluster = KubeCluster::start(
-        &ClusterBinaries::from(&ctx.tools),
+    let mut cluster = KubeCluster::start(
+        &ctx.tools.cluster_binaries(),
         &dir,
         Duration::from_secs(120),
     )
@@ -246,22 +246,24 @@ pub(super) fn smoke_test(ctx: &mut Ctx) -> Result<(Outcome, String, String)> {
     println!(
         "    etcd (pid {}, {}) + kube-apiserver (pid {}, {}) ready in {}",
         etcd_pid.unwrap_or(0),
-        cluster.etcd_url,
+        cluster.etcd_url(),
         apiserver_pid.unwrap_or(0),
-        cluster.server,
+        cluster.server(),
         fmt_duration(started)
     );
-    let (etcd_log, apiserver_log) = (cluster.etcd_log.clone(), cluster.apiserver_log.clone());
     let checks = run_cluster_checks(ctx, &cluster);
     let stop_start = Instant::now();
     let stopped = cluster.stop();
     let stop_time = stop_start.elapsed();
     // Keep the logs of the last smoke run next to the other logs.
-    for (from, to) in [
-        (&etcd_log, "kube-smoke-etcd.log"),
-        (&apiserver_log, "kube-smoke-apiserver.log"),
-    ] {
-        let _ = fs::copy(from, ctx.log_path("x").with_file_name(to));
+    for name in ["etcd", "kube-apiserver"] {
+        for stream in ["stdout", "stderr"] {
+            let _ = fs::copy(
+                cluster.log_dir().join(format!("{name}.{stream}")),
+                ctx.log_path("x")
+                    .with_file_name(format!("kube-smoke-{name}.{stream}")),
+            );
+        }
     }
     let summary = checks.with_context(|| {
         format!(
@@ -306,9 +308,9 @@ fn run_cluster_checks(ctx: &Ctx, cluster: &KubeCluster) -> Result<String> {
         bail!("the apiserver does not report v{KUBERNETES_VERSION}: {version}");
     }
     // The bearer token works too (what a client without the kubeconfig's cert would use).
-    let token = format!("--token={}", cluster.admin_token);
-    let server = format!("--server={}", cluster.server);
-    let ca = format!("--certificate-authority={}", cluster.ca_cert.display());
+    let token = format!("--token={}", cluster.admin_token());
+    let server = format!("--server={}", cluster.server());
+    let ca = format!("--certificate-authority={}", cluster.ca_cert().display());
     let who = Command::new(&ctx.tools.kubectl)
         .args([
             "--kubeconfig=/dev/null",
@@ -352,7 +354,7 @@ fn run_cluster_checks(ctx: &Ctx, cluster: &KubeCluster) -> Result<String> {
         );
     }
     // CRDs work (tier 3 applies wayguard's): create one, wait until Established, add an object.
-    let crd = cluster.dir.join("smoke-crd.yaml");
+    let crd = cluster.dir().join("smoke-crd.yaml");
     fs::write(&crd, SMOKE_CRD).with_context(|| format!("writing {}", crd.display()))?;
     let crd_arg = crd.display().to_string();
     cluster.kubectl_output(&["apply", "-f", &crd_arg])?;
@@ -362,7 +364,7 @@ fn run_cluster_checks(ctx: &Ctx, cluster: &KubeCluster) -> Result<String> {
         "--timeout=30s",
         "crd/widgets.smoke.wayguard.io",
     ])?;
-    let widget = cluster.dir.join("smoke-widget.yaml");
+    let widget = cluster.dir().join("smoke-widget.yaml");
     fs::write(&widget, SMOKE_WIDGET).with_context(|| format!("writing {}", widget.display()))?;
     cluster.kubectl_output(&["apply", "-f", &widget.display().to_string()])?;
     let size = cluster.kubectl_output(&[
@@ -378,10 +380,10 @@ fn run_cluster_checks(ctx: &Ctx, cluster: &KubeCluster) -> Result<String> {
         bail!("the smoke Widget reads back with spec.size {size:?}");
     }
     // helm talks to it (no chart install here: that is tier 3's job).
-    let helm_home = cluster.dir.join("helm-home");
+    let helm_home = cluster.dir().join("helm-home");
     let mut helm = Command::new(&ctx.tools.helm);
     helm.args(["list", "--all-namespaces", "--kubeconfig"])
-        .arg(&cluster.kubeconfig)
+        .arg(cluster.kubeconfig())
         .env("HELM_CACHE_HOME", helm_home.join("cache"))
         .env("HELM_CONFIG_HOME", helm_home.join("config"))
         .env("HELM_DATA_HOME", helm_home.join("data"));

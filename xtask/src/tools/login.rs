@@ -4,15 +4,17 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use wayguard_testkit::ports::free_port;
+use wayguard_testkit::process::ChildGuard;
 
 use super::exec::{run_logged, write_if_changed};
 use super::{
     APT_PACKAGES, CHROMIUM_HEADLESS_ARGS, Ctx, OIDC_PROVIDER_VERSION, Outcome,
-    PLAYWRIGHT_CORE_VERSION, cluster,
+    PLAYWRIGHT_CORE_VERSION,
 };
 
 /// `npm install --prefix` directory; `node_modules` is inside.
@@ -279,15 +281,11 @@ pub(super) fn smoke_test(ctx: &mut Ctx) -> Result<(Outcome, String, String)> {
     ))
 }
 
-/// Start redis-server on a free loopback port, PING it, stop it by PID.
+/// Start redis-server on a free loopback port, PING it, stop it by PID. Its output goes to
+/// `redis-server.{stdout,stderr}` next to `log`.
 fn redis_ping(redis_server: &Path, log: &Path) -> Result<Duration> {
     let start = Instant::now();
-    let port = cluster::free_port()?;
-    let log_file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
+    let port = free_port()?;
     let mut cmd = Command::new(redis_server);
     cmd.args([
         "--port",
@@ -298,27 +296,30 @@ fn redis_ping(redis_server: &Path, log: &Path) -> Result<Duration> {
         "",
         "--appendonly",
         "no",
-    ])
-    .stdin(Stdio::null())
-    .stdout(log_file.try_clone().context("duplicating log handle")?)
-    .stderr(log_file);
+    ]);
     let shown = super::exec::display(&cmd);
-    let child = cmd.spawn().with_context(|| format!("starting `{shown}`"))?;
-    let mut child = cluster::ChildGuard::new("redis-server", child);
+    let log_dir = log.parent().unwrap_or(Path::new("."));
+    let mut child =
+        ChildGuard::spawn("redis-server", cmd, log_dir)?.with_stop_timeout(Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(20);
     let reply = loop {
         match ping(port) {
             Ok(reply) => break reply,
             Err(e) if Instant::now() > deadline => {
                 bail!(
-                    "redis-server (`{shown}`) did not answer PING within 20s: {e:#} (log {})",
-                    log.display()
+                    "redis-server (`{shown}`) did not answer PING within 20s: {e:#}\n{}",
+                    child.log_tail(20)
                 )
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    child.stop(Duration::from_secs(10))?;
+    if child.stop().is_none() {
+        bail!(
+            "redis-server (pid {}) still running after SIGKILL",
+            child.pid()
+        );
+    }
     if !reply.starts_with("+PONG") {
         bail!("redis-server answered PING with {reply:?}");
     }
