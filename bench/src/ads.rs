@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{Extension, Node};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -66,11 +66,14 @@ pub struct Fleet {
     acked: AtomicUsize,
     ended: AtomicUsize,
     progress: watch::Sender<u64>,
+    /// Extensions each client lists in its node (Envoy-sized first requests).
+    node_extensions: usize,
 }
 
 impl Fleet {
-    /// A fleet of `clients` clients; client `i` serves gateway `i % gateways`.
-    pub fn new(clients: usize, gateways: usize) -> Arc<Self> {
+    /// A fleet of `clients` clients; client `i` serves gateway `i % gateways`; each node lists
+    /// `node_extensions` extensions.
+    pub fn new(clients: usize, gateways: usize, node_extensions: usize) -> Arc<Self> {
         let gateways = gateways.max(1);
         Arc::new(Self {
             records: (0..clients)
@@ -86,6 +89,7 @@ impl Fleet {
             acked: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             progress: watch::Sender::new(0),
+            node_extensions,
         })
     }
 
@@ -153,8 +157,15 @@ impl Fleet {
     }
 }
 
-/// The node a simulated Envoy presents.
-fn node(id: usize, gateway: &str) -> Node {
+/// Encoded size of a simulated node with `extensions` extensions.
+pub fn node_size(extensions: usize) -> usize {
+    node(0, "bench-0/gateway", extensions).encoded_len()
+}
+
+/// The node a simulated Envoy presents: like Envoy's, it lists `extensions` extensions shaped
+/// like Envoy 1.40.0's (name ~33, category ~24 and, for most, one type URL of ~64 characters), so
+/// that the first request has a real Envoy's size (about 60 KB for 516 extensions).
+fn node(id: usize, gateway: &str, extensions: usize) -> Node {
     let mut fields = std::collections::HashMap::new();
     fields.insert(
         GATEWAY_KEY.to_string(),
@@ -167,6 +178,20 @@ fn node(id: usize, gateway: &str) -> Node {
         cluster: gateway.to_string(),
         metadata: Some(Struct { fields }),
         user_agent_name: "wayguard-bench".into(),
+        extensions: (0..extensions)
+            .map(|i| Extension {
+                name: format!("envoy.bench.simulated_ext_{i:06}"),
+                category: "envoy.filters.bench.cat_a".into(),
+                type_urls: if i % 6 == 5 {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "envoy.extensions.filters.bench.v3.SimulatedExtensionConfig{i:06}"
+                    )]
+                },
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -316,7 +341,7 @@ async fn run_sotw(fleet: &Fleet, id: usize, gateway: &str, channel: Channel) -> 
         async move { tx.send(req).await.context("request stream closed") }
     };
     send(DiscoveryRequest {
-        node: Some(node(id, gateway)),
+        node: Some(node(id, gateway, fleet.node_extensions)),
         type_url: CDS.into(),
         ..Default::default()
     })
@@ -410,7 +435,7 @@ async fn run_delta(fleet: &Fleet, id: usize, gateway: &str, channel: Channel) ->
         async move { tx.send(req).await.context("request stream closed") }
     };
     send(DeltaDiscoveryRequest {
-        node: Some(node(id, gateway)),
+        node: Some(node(id, gateway, fleet.node_extensions)),
         type_url: CDS.into(),
         ..Default::default()
     })

@@ -37,6 +37,7 @@ pub struct Options {
     pub connect_concurrency: usize,
     pub sync_timeout: Duration,
     pub round_timeout: Duration,
+    pub node_extensions: usize,
 }
 
 /// One policy change.
@@ -265,11 +266,13 @@ pub async fn run(opts: Options) -> Result<Measurements> {
     let rss_idle = procs::rss_bytes(pid)?;
     let cpu_start = procs::cpu_time(pid)?;
 
-    let fleet = Fleet::new(opts.clients, opts.gateways);
+    let fleet = Fleet::new(opts.clients, opts.gateways, opts.node_extensions);
     eprintln!(
-        "connecting {} {} clients",
+        "connecting {} {} clients (node with {} extensions: {} B of protobuf)",
         opts.clients,
-        if opts.delta { "Delta" } else { "SotW" }
+        if opts.delta { "Delta" } else { "SotW" },
+        opts.node_extensions,
+        ads::node_size(opts.node_extensions),
     );
     let channels = connect_channels(opts.clients, xds, opts.connect_concurrency).await?;
     let rss_connected = procs::rss_bytes(pid)?;

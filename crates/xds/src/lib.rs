@@ -30,6 +30,7 @@ mod canonical;
 mod common;
 mod delta;
 mod error;
+mod grpc;
 mod metrics;
 mod names;
 mod registry;
@@ -46,6 +47,7 @@ pub use cache::{SetOutcome, SnapshotCache, SnapshotWatch};
 pub use canonical::register_any_type;
 pub use delta::DeltaConnection;
 pub use error::{AckWaitError, CacheError, ConnectionError, ServeError};
+pub use grpc::{AdsServer, SERVICE_NAME};
 pub use metrics::Metrics;
 pub use registry::{
     ConnectionHandle, ConnectionId, ConnectionRegistry, ConnectionStatus, Mode, NackStatus,

@@ -1,30 +1,24 @@
 //! The tonic `AggregatedDiscoveryService`: a thin loop around the sans-I/O state machines.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::VecDeque, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
         service::discovery::v3::{
             DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-            aggregated_discovery_service_server::{
-                AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-            },
         },
     },
     google::protobuf::value::Kind,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
-};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status, Streaming};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Status, codegen::BoxStream};
 use tracing::Instrument;
 
 use crate::{
-    ConnectionRegistry, ConnectionStatus, DeltaConnection, Metrics, Mode, Snapshot, SnapshotCache,
-    SnapshotWatch, SotwConnection, error::ServeError,
+    AdsServer, ConnectionRegistry, ConnectionStatus, DeltaConnection, Metrics, Mode, Snapshot,
+    SnapshotCache, SnapshotWatch, SotwConnection, error::ServeError, grpc::Requests,
 };
 
 /// The node metadata field naming the gateway an Envoy serves (`"namespace/name"`).
@@ -33,9 +27,6 @@ pub const GATEWAY_METADATA_KEY: &str = "wayguard.io/gateway";
 /// Default gRPC message size limit in both directions (64 MiB): Envoy's initial Delta request
 /// lists every resource it has, which passes tonic's 4 MiB default at scale.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
-
-/// Responses buffered per stream before the state machine waits for the client to read.
-const RESPONSE_BUFFER: usize = 16;
 
 /// Maps an Envoy node to the snapshot-cache key it is served from.
 ///
@@ -174,7 +165,7 @@ impl XdsServer {
 
     /// The tonic service, to mount on a router of the caller's own. Its streams end when
     /// [`Self::drain`] is called (or `serve*`'s shutdown future completes).
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsService> {
+    pub fn service(&self) -> AdsServer {
         let service = AdsService {
             cache: self.cache.clone(),
             registry: self.registry.clone(),
@@ -182,9 +173,7 @@ impl XdsServer {
             node_key: self.node_key.clone(),
             drain: self.drain.subscribe(),
         };
-        AggregatedDiscoveryServiceServer::new(service)
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size)
+        AdsServer::new(service, self.max_message_size)
     }
 
     /// Ends every open ADS stream cleanly (status OK); Envoy keeps its last config and reconnects.
@@ -230,40 +219,20 @@ impl XdsServer {
 
 // === impl AdsService ===
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.start::<SotwConnection>(request).await
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.start::<DeltaConnection>(request).await
-    }
-}
-
 impl AdsService {
-    /// Reads the first request (to identify the node), registers the connection and spawns its
-    /// loop. Rejections (no node, no gateway metadata) are returned as the RPC status.
-    async fn start<P: Protocol>(
+    /// Reads the first request (to identify the node), registers the connection and returns the
+    /// response stream that drives it. Rejections (no node, no gateway metadata) are returned as
+    /// the RPC status.
+    pub(crate) async fn start<P: Protocol>(
         &self,
-        request: Request<Streaming<P::Request>>,
-    ) -> Result<Response<ReceiverStream<Result<P::Response, Status>>>, Status> {
-        let remote = request.remote_addr();
-        let mut requests = request.into_inner();
+        remote: Option<SocketAddr>,
+        mut requests: Requests,
+    ) -> Result<BoxStream<P::Response>, Status> {
         let mut drain = self.drain.clone();
         let first = tokio::select! {
             biased;
             () = drained(&mut drain) => return Err(Status::unavailable("the xDS server is shutting down")),
-            first = requests.message() => first?,
+            first = requests.message::<P::Request>() => first?,
         };
         let Some(first) = first else {
             return Err(Status::cancelled(
@@ -286,17 +255,11 @@ impl AdsService {
         ));
         let connection = P::new(handle, self.metrics.clone());
         let watch = self.cache.watch(&key);
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        let stream = Stream {
-            connection,
-            requests,
-            tx,
-            watch,
-            drain,
-            metrics: self.metrics.clone(),
-        };
-        tokio::spawn(stream.run(first).instrument(span));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let metrics = self.metrics.clone();
+        let stream = span
+            .clone()
+            .in_scope(|| Stream::new(connection, requests, first, watch, drain, metrics, span));
+        Ok(stream.into_responses())
     }
 }
 
@@ -308,7 +271,7 @@ async fn drained(drain: &mut watch::Receiver<bool>) {
 }
 
 /// What the stream loop needs from a state machine (SotW or Delta).
-trait Protocol: Send + Sized + 'static {
+pub(crate) trait Protocol: Send + Sized + 'static {
     type Request: prost::Message + Default + Send + 'static;
     type Response: prost::Message + Send + 'static;
     const MODE: Mode;
@@ -370,14 +333,26 @@ impl Protocol for DeltaConnection {
     }
 }
 
-/// One live stream: the `select!` loop around a state machine.
+/// One live stream: the state machine, its request stream and its inputs. It is the response
+/// body itself (no task, no channel per stream): hyper polls it when the client can take more,
+/// and dropping it (client gone, reset, drain) unregisters the connection.
 struct Stream<P: Protocol> {
     connection: P,
-    requests: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    requests: Requests,
     watch: SnapshotWatch,
     drain: watch::Receiver<bool>,
     metrics: Metrics,
+    /// Responses computed but not yet handed to the transport, with the creation time of the
+    /// snapshot they carry (push latency).
+    pending: VecDeque<(P::Response, Option<tokio::time::Instant>)>,
+    /// A request read but not yet handled.
+    next: Option<P::Request>,
+    /// Set after a protocol error has been queued as the final status.
+    done: bool,
+    /// Set when the end was seen and logged here (not a reset that drops the body).
+    ended: bool,
+    span: tracing::Span,
+    _connected: ConnectedGuard,
 }
 
 /// Decrements the connected gauge when the stream ends, however it ends.
@@ -390,80 +365,133 @@ impl Drop for ConnectedGuard {
 }
 
 impl<P: Protocol> Stream<P> {
-    async fn run(mut self, first: P::Request) {
-        let gauge = self.metrics.connected(P::MODE);
+    fn new(
+        mut connection: P,
+        requests: Requests,
+        first: P::Request,
+        mut watch: SnapshotWatch,
+        drain: watch::Receiver<bool>,
+        metrics: Metrics,
+        span: tracing::Span,
+    ) -> Self {
+        let gauge = metrics.connected(P::MODE);
         gauge.inc();
-        let _connected = ConnectedGuard(gauge);
         tracing::info!("Envoy connected");
-
-        if let Some(snapshot) = self.watch.current() {
-            let responses = self.connection.on_snapshot(snapshot.clone());
-            if !self.send(responses, Some(&snapshot)).await {
-                return;
-            }
+        let mut pending = VecDeque::new();
+        if let Some(snapshot) = watch.current() {
+            let created = snapshot.created_at();
+            pending.extend(
+                connection
+                    .on_snapshot(snapshot)
+                    .into_iter()
+                    .map(|response| (response, Some(created))),
+            );
         }
-        let mut next = Some(first);
+        Self {
+            connection,
+            requests,
+            watch,
+            drain,
+            metrics,
+            pending,
+            next: Some(first),
+            done: false,
+            ended: false,
+            span,
+            _connected: ConnectedGuard(gauge),
+        }
+    }
+
+    /// The response stream tonic encodes; every step runs in the stream's span.
+    fn into_responses(self) -> BoxStream<P::Response> {
+        Box::pin(futures::stream::unfold(self, |mut stream| {
+            let span = stream.span.clone();
+            async move {
+                let item = stream.next_response().await?;
+                Some((item, stream))
+            }
+            .instrument(span)
+        }))
+    }
+
+    /// The next response to write, `Some(Err(_))` once for a protocol error, `None` at the end.
+    async fn next_response(&mut self) -> Option<Result<P::Response, Status>> {
         loop {
-            if let Some(request) = next.take() {
+            if let Some((response, created)) = self.pending.pop_front() {
+                if self.pending.is_empty() {
+                    // Idle streams are most of what the server holds: keep no spare capacity.
+                    self.pending = VecDeque::new();
+                }
+                let type_url = P::type_url(&response);
+                let bytes = prost::Message::encoded_len(&response);
+                self.metrics
+                    .pushed(type_url, bytes, created.map(|c| c.elapsed()));
+                tracing::debug!(
+                    r#type = crate::type_url::short_name(type_url),
+                    bytes,
+                    "sent"
+                );
+                return Some(Ok(response));
+            }
+            if self.done {
+                self.ended = true;
+                return None;
+            }
+            if let Some(request) = self.next.take() {
                 match self.connection.on_request(request) {
-                    Ok(responses) => {
-                        if !self.send(responses, None).await {
-                            return;
-                        }
-                    }
+                    Ok(responses) => self
+                        .pending
+                        .extend(responses.into_iter().map(|r| (r, None))),
                     Err(error) => {
                         tracing::warn!(%error, "closing ADS stream on a protocol error");
-                        let _ = self.tx.send(Err(error.into())).await;
-                        return;
+                        self.done = true;
+                        self.ended = true;
+                        return Some(Err(error.into()));
                     }
                 }
+                continue;
             }
             tokio::select! {
                 biased;
                 () = drained(&mut self.drain) => {
                     tracing::info!("ending ADS stream: draining");
-                    return;
+                        self.ended = true;
+                    return None;
                 }
                 snapshot = self.watch.changed() => {
                     if let Some(snapshot) = snapshot {
-                        let responses = self.connection.on_snapshot(snapshot.clone());
-                        if !self.send(responses, Some(&snapshot)).await {
-                            return;
-                        }
+                        let created = snapshot.created_at();
+                        let responses = self.connection.on_snapshot(snapshot);
+                        self.pending.extend(responses.into_iter().map(|r| (r, Some(created))));
                     }
                 }
-                request = self.requests.message() => match request {
-                    Ok(Some(request)) => next = Some(request),
+                request = self.requests.message::<P::Request>() => match request {
+                    Ok(Some(request)) => self.next = Some(request),
                     Ok(None) => {
                         tracing::info!("Envoy closed the ADS stream");
-                        return;
+                        self.ended = true;
+                        return None;
                     }
                     Err(status) => {
+                        // A reset or lost connection (nobody reads the status then) or a
+                        // malformed request (the client gets the status).
                         tracing::info!(error = %status.message(), "ADS stream ended");
-                        return;
+                        self.ended = true;
+                        self.done = true;
+                        return Some(Err(status));
                     }
                 },
             }
         }
     }
+}
 
-    /// Writes `responses` in order; false once the client is gone.
-    async fn send(&mut self, responses: Vec<P::Response>, snapshot: Option<&Snapshot>) -> bool {
-        for response in responses {
-            let type_url = P::type_url(&response).to_owned();
-            let bytes = prost::Message::encoded_len(&response);
-            if self.tx.send(Ok(response)).await.is_err() {
-                return false;
-            }
-            let latency = snapshot.map(|s| s.created_at().elapsed());
-            self.metrics.pushed(&type_url, bytes, latency);
-            tracing::debug!(
-                r#type = crate::type_url::short_name(&type_url),
-                bytes,
-                "sent"
-            );
+impl<P: Protocol> Drop for Stream<P> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _span = self.span.enter();
+            tracing::info!("ADS stream reset or its connection closed");
         }
-        true
     }
 }
 

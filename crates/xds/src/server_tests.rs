@@ -3,8 +3,12 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, transport::Channel};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming, transport::Channel};
 
 use super::*;
 use crate::{AckWaitError, Resource, test_util::*, type_url::*};
@@ -394,19 +398,7 @@ async fn the_node_key_can_be_swapped() {
 #[tokio::test]
 async fn shutdown_drains_every_stream_cleanly() {
     let h = Harness::start().await;
-    h.cache.set(GW, resources()).expect("set");
-    let mut sotw = h
-        .sotw(with_node(sotw_req(CLUSTER, &[], "", "")))
-        .await
-        .expect("stream");
-    sotw.recv().await;
-    let mut delta = h
-        .delta(delta_with_node(delta_req(CLUSTER, &[], &[], "")))
-        .await
-        .expect("stream");
-    delta.recv().await;
-    h.registry_has(2).await;
-
+    let (mut sotw, mut delta) = h.one_of_each().await;
     let registry = h.registry.clone();
     let metrics = h.metrics.clone();
     let (sotw_end, delta_end, ()) = tokio::join!(sotw.closed(), delta.closed(), h.shutdown());
@@ -422,7 +414,70 @@ async fn shutdown_drains_every_stream_cleanly() {
     assert_eq!(metrics.connected(Mode::Sotw).get(), 0);
 }
 
+#[tokio::test]
+async fn a_client_that_goes_away_is_unregistered() {
+    let h = Harness::start().await;
+    let (sotw, delta) = h.one_of_each().await;
+    // Dropping the response streams resets both HTTP/2 streams.
+    drop(sotw);
+    drop(delta);
+    h.eventually("the reset streams are unregistered", |h| {
+        h.registry.is_empty()
+            && h.metrics.connected(Mode::Sotw).get() == 0
+            && h.metrics.connected(Mode::Delta).get() == 0
+    })
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn other_methods_are_unimplemented() {
+    let h = Harness::start().await;
+    let channel = Channel::from_shared(format!("http://{}", h.address))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = "/envoy.service.discovery.v3.AggregatedDiscoveryService/FetchAggregatedResources";
+    let status = grpc
+        .unary::<_, DiscoveryResponse, _>(
+            tonic::Request::new(sotw_req(CLUSTER, &[], "", "")),
+            path.parse().expect("path"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("no such method");
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(
+        status.message().contains("FetchAggregatedResources"),
+        "{status:?}"
+    );
+    h.shutdown().await;
+}
+
+type SotwClient = Client<DiscoveryRequest, DiscoveryResponse>;
+type DeltaClient = Client<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
 impl Harness {
+    /// A SotW and a Delta stream on gateway [`GW`], each past its first response.
+    async fn one_of_each(&self) -> (SotwClient, DeltaClient) {
+        self.cache.set(GW, resources()).expect("set");
+        let mut sotw = self
+            .sotw(with_node(sotw_req(CLUSTER, &[], "", "")))
+            .await
+            .expect("stream");
+        sotw.recv().await;
+        let mut delta = self
+            .delta(delta_with_node(delta_req(CLUSTER, &[], &[], "")))
+            .await
+            .expect("stream");
+        delta.recv().await;
+        self.registry_has(2).await;
+        (sotw, delta)
+    }
+
     async fn registry_has(&self, n: usize) {
         tokio::time::timeout(DEADLINE, self.registry.wait_connected(GW, n))
             .await
