@@ -1,18 +1,21 @@
-//! Index -> translation -> snapshot cache. Every gateway is re-translated on a change; the cache
-//! compares contents, so only gateways whose resources changed get a push.
+//! Index -> translation -> snapshot cache. On a change every gateway's inputs are assembled, and
+//! only gateways whose inputs (configuration and key material) differ from their last translation
+//! are translated again; the cache compares contents, so only gateways whose resources changed get
+//! a push.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use wayguard_core::GatewayId;
-use wayguard_core::authn::{JwksSource, JwtRule};
+use wayguard_core::authn::{JwksConfig, JwksSource, JwtRule};
+use wayguard_core::routing::GatewayConfig;
 use wayguard_index::Index;
 use wayguard_translate::AuthContext;
 use wayguard_translate::gateway::{GatewayResources, gateway_resources};
@@ -27,6 +30,7 @@ pub struct PipelineMetrics {
     gateways: Gauge,
     translate_seconds: Histogram,
     changed_gateways: Counter,
+    translated_gateways: Counter,
     convergence_seconds: Histogram,
 }
 
@@ -38,17 +42,18 @@ impl PipelineMetrics {
             gateways: Gauge::default(),
             translate_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             changed_gateways: Counter::default(),
+            translated_gateways: Counter::default(),
             convergence_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
         registry.register(
             "rebuilds",
-            "Translations of every gateway after a source change",
+            "Rebuilds after a source or key change",
             m.rebuilds.clone(),
         );
         registry.register("gateways", "Gateways programmed", m.gateways.clone());
         registry.register(
             "translate_seconds",
-            "Time to translate every gateway and set the snapshots",
+            "Time of a rebuild: assemble every gateway's inputs, translate those that changed, set the snapshots",
             m.translate_seconds.clone(),
         );
         registry.register(
@@ -60,6 +65,11 @@ impl PipelineMetrics {
             "changed_gateways",
             "Gateways whose resources changed (and were pushed) after a rebuild",
             m.changed_gateways.clone(),
+        );
+        registry.register(
+            "translated_gateways",
+            "Gateways translated by a rebuild (those whose configuration or key material changed)",
+            m.translated_gateways.clone(),
         );
         m
     }
@@ -92,7 +102,17 @@ pub struct Pipeline {
     pub cache: SnapshotCache,
     /// Last build per gateway.
     pub status: RwLock<BTreeMap<String, GatewayStatus>>,
+    /// The inputs each gateway was last translated from (and set into the cache without error).
+    translated: Mutex<BTreeMap<String, Inputs>>,
     metrics: PipelineMetrics,
+}
+
+/// Everything a gateway's translation depends on: equal inputs give equal resources.
+#[derive(PartialEq)]
+struct Inputs {
+    config: GatewayConfig,
+    /// The key material of each JWT rule of the gateway, in rule order.
+    jwks: Vec<JwksConfig>,
 }
 
 /// Converts translated resources into cache resources.
@@ -120,6 +140,7 @@ impl Pipeline {
             keys,
             cache,
             status: RwLock::new(BTreeMap::new()),
+            translated: Mutex::new(BTreeMap::new()),
             metrics,
         })
     }
@@ -218,24 +239,47 @@ impl Pipeline {
         Some(gateway_resources(&config, &ctx))
     }
 
-    /// Translates every gateway and updates the cache. Returns the gateways that changed.
+    /// Translates every gateway whose inputs changed and updates the cache. Returns the gateways
+    /// whose resources changed.
     pub fn rebuild(&self) -> Vec<String> {
         let start = Instant::now();
         let gateways = self.index.read().gateways();
         let mut changed = Vec::new();
         let mut statuses = BTreeMap::new();
+        let mut translated = self.translated.lock();
+        let mut live_translated = BTreeMap::new();
         for id in &gateways {
             let key = id.to_string();
             let Some(config) = self.index.read().gateway_config(id) else {
                 continue;
             };
+            let inputs = Inputs {
+                jwks: config
+                    .auth
+                    .jwt_rules
+                    .iter()
+                    .map(|rule| self.keys.config_for(rule, &config.jwks_clusters))
+                    .collect(),
+                config,
+            };
+            if let Some(last) = translated.remove(&key)
+                && last == inputs
+                && let Some(status) = self.status.read().get(&key).cloned()
+            {
+                // Same inputs, same resources: the snapshot in the cache is already right.
+                statuses.insert(key.clone(), status);
+                live_translated.insert(key, last);
+                continue;
+            }
+            self.metrics.translated_gateways.inc();
+            let config = &inputs.config;
             let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
             let ctx = AuthContext {
                 jwks: &jwks,
                 providers: &config.providers,
                 clear_route_cache: true,
             };
-            let resources = gateway_resources(&config, &ctx);
+            let resources = gateway_resources(config, &ctx);
             let mut status = GatewayStatus {
                 listeners: resources.listeners.len(),
                 routes: resources.routes.len(),
@@ -264,6 +308,7 @@ impl Pipeline {
                         tracing::info!(gateway = %key, version = %outcome.version, types = ?outcome.changed_types, "configuration changed");
                         changed.push(key.clone());
                     }
+                    live_translated.insert(key.clone(), inputs);
                 }
                 Err(e) => {
                     tracing::error!(gateway = %key, error = %e, "snapshot rejected; the previous one stays in effect");
@@ -291,6 +336,8 @@ impl Pipeline {
                 }
             }
         }
+        *translated = live_translated;
+        drop(translated);
         *self.status.write() = statuses;
         self.metrics.rebuilds.inc();
         self.metrics.gateways.set(gateways.len() as i64);
@@ -301,3 +348,7 @@ impl Pipeline {
         changed
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
