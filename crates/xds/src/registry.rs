@@ -103,8 +103,43 @@ pub struct ConnectionRegistry {
 struct RegistryInner {
     next_id: AtomicU64,
     connections: Mutex<BTreeMap<ConnectionId, Arc<Mutex<ConnectionStatus>>>>,
+    /// Sync progress per gateway, kept up to date by [`ConnectionHandle::update`], so that "have
+    /// all clients of G ACKed V" costs O(versions), not O(connections). Lock order: a
+    /// connection's status, then this.
+    gateways: Mutex<BTreeMap<String, GatewaySync>>,
     /// Bumped on every status change so waiters re-check without polling.
     changed: watch::Sender<u64>,
+}
+
+/// The connections of one gateway, counted by sync progress.
+#[derive(Debug, Default)]
+struct GatewaySync {
+    connections: usize,
+    /// Connections by the latest snapshot version they fully ACKed (`None`: none yet).
+    acked: BTreeMap<Option<Version>, usize>,
+    /// Connections that NACKed some version, with their progress.
+    nacked: BTreeMap<ConnectionId, SyncState>,
+}
+
+impl GatewaySync {
+    fn add(&mut self, id: ConnectionId, sync: &SyncState) {
+        self.connections += 1;
+        *self.acked.entry(sync.acked).or_default() += 1;
+        if sync.nacked.is_some() {
+            self.nacked.insert(id, sync.clone());
+        }
+    }
+
+    fn remove(&mut self, id: ConnectionId, sync: &SyncState) {
+        self.connections = self.connections.saturating_sub(1);
+        if let Some(n) = self.acked.get_mut(&sync.acked) {
+            *n -= 1;
+            if *n == 0 {
+                self.acked.remove(&sync.acked);
+            }
+        }
+        self.nacked.remove(&id);
+    }
 }
 
 /// A connection's entry in a registry; removes itself when dropped.
@@ -158,6 +193,12 @@ impl ConnectionRegistry {
     pub fn register(&self, mut status: ConnectionStatus) -> ConnectionHandle {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         status.id = id;
+        self.inner
+            .gateways
+            .lock()
+            .entry(status.gateway.clone())
+            .or_default()
+            .add(id, &status.sync);
         let status = Arc::new(Mutex::new(status));
         self.inner.connections.lock().insert(id, status.clone());
         self.inner.notify();
@@ -222,7 +263,7 @@ impl ConnectionRegistry {
         let mut changed = self.inner.changed.subscribe();
         loop {
             changed.borrow_and_update();
-            if self.connections_for(gateway).len() >= n {
+            if self.count_for(gateway) >= n {
                 return;
             }
             if changed.changed().await.is_err() {
@@ -231,35 +272,49 @@ impl ConnectionRegistry {
         }
     }
 
-    /// Number of live connections serving `gateway` (no status is copied).
+    /// Number of live connections serving `gateway`.
     pub fn count_for(&self, gateway: &str) -> usize {
-        let connections = self.inner.connections.lock();
-        connections
-            .values()
-            .filter(|s| s.lock().gateway == gateway)
-            .count()
+        self.inner
+            .gateways
+            .lock()
+            .get(gateway)
+            .map_or(0, |g| g.connections)
     }
 
-    /// Checks in place under the lock: a waiter wakes on every status change of any connection,
-    /// so this must not copy statuses (it did, and at 1 000 clients it dominated the CPU of a
-    /// policy change). Only a NACK's details are cloned, for the error.
+    /// A waiter wakes on every status change of any connection (with 1 000 clients, thousands
+    /// per policy change), so this reads the per-gateway counts instead of visiting connections
+    /// (visiting them made convergence tracking quadratic). Only a NACK's details are read from
+    /// the connection, for the error.
     fn check_acked(
         &self,
         gateway: &str,
         version: Version,
         min_clients: usize,
     ) -> Result<Option<usize>, AckWaitError> {
-        let connections = self.inner.connections.lock();
-        let (mut total, mut done) = (0, 0);
-        for status in connections.values() {
-            let client = status.lock();
-            if client.gateway != gateway {
-                continue;
+        let (total, done, nacking) = {
+            let gateways = self.inner.gateways.lock();
+            match gateways.get(gateway) {
+                None => (0, 0, None),
+                Some(g) => (
+                    g.connections,
+                    g.acked
+                        .range(Some(version)..)
+                        .map(|(_, n)| n)
+                        .sum::<usize>(),
+                    g.nacked
+                        .iter()
+                        .find(|(_, s)| {
+                            s.acked.is_none_or(|acked| acked < version)
+                                && s.nacked.is_some_and(|nacked| nacked >= version)
+                        })
+                        .map(|(id, _)| *id),
+                ),
             }
-            total += 1;
-            if client.sync.acked.is_some_and(|acked| acked >= version) {
-                done += 1;
-            } else if client.sync.nacked.is_some_and(|nacked| nacked >= version) {
+        };
+        if let Some(id) = nacking {
+            let status = self.inner.connections.lock().get(&id).cloned();
+            if let Some(status) = status {
+                let client = status.lock();
                 let (type_url, nack) = client
                     .types
                     .iter()
@@ -319,7 +374,17 @@ impl ConnectionHandle {
 
     /// Mutates the status (without waking waiters; call [`Self::notify`] after a batch).
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ConnectionStatus) -> R) -> R {
-        f(&mut self.status.lock())
+        let mut status = self.status.lock();
+        let before = status.sync.clone();
+        let result = f(&mut status);
+        if status.sync != before
+            && let Some(registry) = &self.registry
+            && let Some(gateway) = registry.gateways.lock().get_mut(&status.gateway)
+        {
+            gateway.remove(self.id, &before);
+            gateway.add(self.id, &status.sync);
+        }
+        result
     }
 
     /// Wakes [`ConnectionRegistry::wait_acked`] waiters.
@@ -334,6 +399,14 @@ impl Drop for ConnectionHandle {
     fn drop(&mut self) {
         if let Some(registry) = &self.registry {
             registry.connections.lock().remove(&self.id);
+            let status = self.status.lock();
+            let mut gateways = registry.gateways.lock();
+            if let Some(gateway) = gateways.get_mut(&status.gateway) {
+                gateway.remove(self.id, &status.sync);
+                if gateway.connections == 0 {
+                    gateways.remove(&status.gateway);
+                }
+            }
             registry.notify();
         }
     }

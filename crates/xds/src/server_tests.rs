@@ -423,6 +423,7 @@ async fn a_client_that_goes_away_is_unregistered() {
     drop(delta);
     h.eventually("the reset streams are unregistered", |h| {
         h.registry.is_empty()
+            && h.registry.count_for(GW) == 0
             && h.metrics.connected(Mode::Sotw).get() == 0
             && h.metrics.connected(Mode::Delta).get() == 0
     })
