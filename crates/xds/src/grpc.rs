@@ -194,8 +194,9 @@ impl Requests {
                 self.limit
             )));
         }
+        // No reservation for the announced length: memory follows the bytes that arrived, so a
+        // prefix announcing a huge message costs nothing until its bytes come.
         let Some(bytes) = self.buf.get(PREFIX..PREFIX + length) else {
-            self.buf.reserve_exact(PREFIX + length - self.buf.len());
             return Ok(None);
         };
         let message = M::decode(bytes)

@@ -167,3 +167,22 @@ fn responses_are_length_prefixed_and_limited() {
     let status = encode(&message, length - 1).expect_err("over the limit");
     assert_eq!(status.code(), Code::ResourceExhausted);
 }
+
+#[tokio::test]
+async fn an_announced_length_reserves_nothing_before_its_bytes_arrive() {
+    // A 5-byte prefix announcing 60 MiB, then the stream ends.
+    let mut requests = Requests::new(body(vec![vec![0, 0x03, 0xc0, 0, 0]]), usize::MAX);
+    let status = requests
+        .message::<DiscoveryRequest>()
+        .await
+        .expect_err("truncated");
+    assert!(
+        status.message().contains("ended inside a message"),
+        "{status:?}"
+    );
+    assert!(
+        requests.buf.capacity() <= RETAINED_REQUEST_BUFFER,
+        "reserved {} bytes for bytes that never came",
+        requests.buf.capacity()
+    );
+}

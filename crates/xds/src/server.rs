@@ -455,7 +455,7 @@ impl<P: Protocol> Stream<P> {
                 biased;
                 () = drained(&mut self.drain) => {
                     tracing::info!("ending ADS stream: draining");
-                        self.ended = true;
+                    self.ended = true;
                     return None;
                 }
                 snapshot = self.watch.changed() => {
