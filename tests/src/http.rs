@@ -167,6 +167,8 @@ impl HttpClient {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(0)
+            // Tests look at redirects as Envoy sends them.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the HTTP client")?;
         Ok(Self { client, base })

@@ -158,6 +158,80 @@ pub struct Route {
     pub matcher: RouteMatch,
     /// What to do with it.
     pub action: RouteAction,
+    /// Header changes on the way in and out (HTTPRoute `RequestHeaderModifier` and
+    /// `ResponseHeaderModifier`).
+    pub headers: HeaderChanges,
+    /// Host and path rewrite while forwarding (HTTPRoute `URLRewrite`).
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Request and response header changes of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HeaderChanges {
+    /// On the request, before it is forwarded.
+    pub request: HeaderModifier,
+    /// On the response, before it is returned.
+    pub response: HeaderModifier,
+}
+
+/// Gateway API header modifier: `set` overwrites, `add` appends, `remove` deletes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HeaderModifier {
+    /// Headers set to a value, replacing any present.
+    pub set: Vec<(String, String)>,
+    /// Headers added, keeping any present.
+    pub add: Vec<(String, String)>,
+    /// Headers removed.
+    pub remove: Vec<String>,
+}
+
+impl HeaderModifier {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Host and path rewrite of a forwarded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    /// New Host header.
+    pub hostname: Option<String>,
+    /// New path.
+    pub path: Option<PathRewrite>,
+}
+
+/// How a path is rewritten (forwarding) or replaced (redirect).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// The whole path becomes this (the query string is kept).
+    Full(String),
+    /// The matched path prefix (`matched`, from the route's `PathPrefix` match) becomes
+    /// `replacement`, respecting segment boundaries: `/foo` -> `/bar` turns `/foo/x` into `/bar/x`,
+    /// and `/foo` -> `/` turns `/foo/x` into `/x`.
+    Prefix {
+        /// The route's path prefix.
+        matched: String,
+        /// What replaces it.
+        replacement: String,
+    },
+}
+
+/// An HTTP redirect (HTTPRoute `RequestRedirect`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// `http` or `https`; the request's when absent.
+    pub scheme: Option<String>,
+    /// The request's host when absent.
+    pub hostname: Option<String>,
+    /// The port to put in `Location`, resolved per Gateway API (the filter's port, else the
+    /// well-known port of its scheme, else the listener's port); `None` when it is the
+    /// well-known port of the redirect's scheme, which `Location` leaves out.
+    pub port: Option<u16>,
+    /// The request's path when absent.
+    pub path: Option<PathRewrite>,
+    /// 301, 302 (default), 303, 307 or 308.
+    pub status: u16,
 }
 
 /// Request matching of one route.
@@ -206,6 +280,8 @@ pub struct HeaderMatch {
 pub enum RouteAction {
     /// Forward to weighted clusters.
     Forward(Vec<WeightedCluster>),
+    /// Redirect the client.
+    Redirect(Redirect),
     /// Answer directly (e.g. 500 for a route whose backends do not resolve, per Gateway API).
     Direct {
         /// Status code.

@@ -7,6 +7,7 @@
 
 mod attach;
 pub mod convert;
+mod filters;
 mod routing;
 
 use std::collections::BTreeMap;

@@ -716,7 +716,17 @@ impl Builder<'_> {
             let object = format!("HTTPRoute {route_ns}/{route_name}");
             let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0);
             for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
-                let action = self.rule_action(&object, &route_ns, rule);
+                let (action, filters) = match crate::filters::rule_filters(rule) {
+                    Ok(filters) if filters.redirect.is_some() => {
+                        // A redirect answers by itself; backendRefs are not used.
+                        (invalid_backend(), filters)
+                    }
+                    Ok(filters) => (self.rule_action(&object, &route_ns, rule), filters),
+                    Err(message) => {
+                        self.problem(&object, format!("rules[{ri}].{message}"));
+                        (invalid_backend(), Default::default())
+                    }
+                };
                 let default_match = [HttpRouteRulesMatches::default()];
                 let matches: &[HttpRouteRulesMatches] = match rule.matches.as_deref() {
                     Some(m) if !m.is_empty() => m,
@@ -731,10 +741,29 @@ impl Builder<'_> {
                         continue;
                     };
                     let key = SortKey::new(&matcher, created, &route_ns, &route_name, ri, mi);
+                    let https = gl.protocol == "HTTPS";
+                    let resolved =
+                        crate::filters::route_redirect(&filters, &matcher.path, port, https)
+                            .and_then(|redirect| {
+                                Ok((
+                                    redirect,
+                                    crate::filters::route_rewrite(&filters, &matcher.path)?,
+                                ))
+                            });
+                    let (action, rewrite) = match resolved {
+                        Ok((Some(redirect), _)) => (RouteAction::Redirect(redirect), None),
+                        Ok((None, rewrite)) => (action.clone(), rewrite),
+                        Err(message) => {
+                            self.problem(&object, format!("rules[{ri}].matches[{mi}]: {message}"));
+                            (invalid_backend(), None)
+                        }
+                    };
                     let r = Route {
                         name: format!("{route_ns}/{route_name}/rule/{ri}/match/{mi}"),
                         matcher,
-                        action: action.clone(),
+                        action,
+                        headers: filters.headers.clone(),
+                        rewrite,
                     };
                     for host in &effective {
                         hosts
@@ -794,6 +823,8 @@ impl Builder<'_> {
                         ..Default::default()
                     },
                     action: forward(cluster),
+                    headers: Default::default(),
+                    rewrite: None,
                 });
             }
             if let Some(first) = ports.first() {
@@ -802,6 +833,8 @@ impl Builder<'_> {
                     name: format!("{ns}/{name}/default"),
                     matcher: RouteMatch::default(),
                     action: forward(cluster),
+                    headers: Default::default(),
+                    rewrite: None,
                 });
             }
             if !routes.is_empty() && !domains.is_empty() {
@@ -821,13 +854,6 @@ impl Builder<'_> {
         route_ns: &str,
         rule: &wayguard_api::gateway_api::apis::standard::httproutes::HttpRouteRules,
     ) -> RouteAction {
-        if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            self.problem(
-                object,
-                "HTTPRoute filters are not supported yet; requests to this rule get 500",
-            );
-            return invalid_backend();
-        }
         let mut clusters = Vec::new();
         for b in rule.backend_refs.iter().flatten() {
             let weight = b.weight.unwrap_or(1);

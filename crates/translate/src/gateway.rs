@@ -17,6 +17,9 @@ use envoy_types::pb::envoy::config::core::v3::{
     config_source, data_source, socket_address, transport_socket,
 };
 use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -25,10 +28,10 @@ use envoy_types::pb::envoy::config::listener::v3::{
     ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, Route as EnvoyRoute, RouteAction,
-    RouteConfiguration, RouteMatch as EnvoyRouteMatch, VirtualHost as EnvoyVirtualHost,
-    WeightedCluster, header_matcher, query_parameter_matcher, route, route_action, route_match,
-    weighted_cluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction,
+    Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch as EnvoyRouteMatch,
+    VirtualHost as EnvoyVirtualHost, WeightedCluster, header_matcher, query_parameter_matcher,
+    redirect_action, route, route_action, route_match, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::{
     CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
@@ -51,11 +54,13 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
 use prost::Name;
 use wayguard_core::routing::{
-    Cluster, ExternalCluster, GatewayConfig, HeaderMatch, Listener, PathMatch, Protocol,
-    RouteAction as CoreAction, RouteConfig, SecretMaterial, TlsSecret,
+    Cluster, ExternalCluster, GatewayConfig, HeaderMatch, HeaderModifier, Listener, PathMatch,
+    PathRewrite, Protocol, Redirect, RouteAction as CoreAction, RouteConfig, SecretMaterial,
+    TlsSecret,
 };
 
 use crate::any::to_any;
@@ -390,6 +395,104 @@ fn route_config(rc: &RouteConfig) -> RouteConfiguration {
     }
 }
 
+/// Gateway API `set` overwrites, `add` appends.
+fn header_options(m: &HeaderModifier) -> Vec<HeaderValueOption> {
+    let option = |(name, value): &(String, String), action| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.clone(),
+            value: value.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    m.set
+        .iter()
+        .map(|h| {
+            option(
+                h,
+                header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )
+        })
+        .chain(m.add.iter().map(|h| {
+            option(
+                h,
+                header_value_option::HeaderAppendAction::AppendIfExistsOrAdd,
+            )
+        }))
+        .collect()
+}
+
+/// A path change in Envoy's terms.
+enum PathChange {
+    Prefix(String),
+    Regex(RegexMatchAndSubstitute),
+}
+
+fn regex_substitute(pattern: String, substitution: String) -> PathChange {
+    PathChange::Regex(RegexMatchAndSubstitute {
+        pattern: Some(RegexMatcher {
+            regex: pattern,
+            ..Default::default()
+        }),
+        substitution,
+    })
+}
+
+/// Gateway API path replacement with segment semantics. The route matched `matched` as a
+/// `path_separated_prefix` (or `/` as a plain prefix), so `prefix_rewrite` replaces exactly the
+/// matched segments; replacing with `/` (or matching `/`) needs a regex, because `prefix_rewrite`
+/// would leave a double or a missing slash (`/foo/x` -> `//x`, `/x` -> `/barx`).
+fn path_rewrite(path: &PathRewrite) -> PathChange {
+    match path {
+        PathRewrite::Full(full) => regex_substitute("^/.*$".into(), full.clone()),
+        PathRewrite::Prefix {
+            matched,
+            replacement,
+        } => {
+            let matched = matched.trim_end_matches('/');
+            let replacement = replacement.trim_end_matches('/');
+            if matched.is_empty() {
+                regex_substitute("^/".into(), format!("{replacement}/"))
+            } else if replacement.is_empty() {
+                regex_substitute(
+                    format!("^{}/*", crate::matcher::quote_meta(matched)),
+                    "/".into(),
+                )
+            } else {
+                PathChange::Prefix(replacement.to_string())
+            }
+        }
+    }
+}
+
+fn redirect_action(r: &Redirect) -> RedirectAction {
+    use redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier};
+    // The index resolved the port per Gateway API; `None` (the scheme's well-known port) must
+    // stay unset, because Envoy writes any port_redirect it is given into Location.
+    let port = r.port.map_or(0, u32::from);
+    RedirectAction {
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        host_redirect: r.hostname.clone().unwrap_or_default(),
+        port_redirect: port,
+        path_rewrite_specifier: r.path.as_ref().map(|p| match p {
+            PathRewrite::Full(full) => PathRewriteSpecifier::PathRedirect(full.clone()),
+            other => match path_rewrite(other) {
+                PathChange::Prefix(prefix) => PathRewriteSpecifier::PrefixRewrite(prefix),
+                PathChange::Regex(regex) => PathRewriteSpecifier::RegexRewrite(regex),
+            },
+        }),
+        response_code: match r.status {
+            301 => RedirectResponseCode::MovedPermanently,
+            303 => RedirectResponseCode::SeeOther,
+            307 => RedirectResponseCode::TemporaryRedirect,
+            308 => RedirectResponseCode::PermanentRedirect,
+            _ => RedirectResponseCode::Found,
+        } as i32,
+        strip_query: false,
+    }
+}
+
 fn envoy_route(r: &wayguard_core::routing::Route) -> EnvoyRoute {
     let path_specifier = match &r.matcher.path {
         PathMatch::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
@@ -415,6 +518,7 @@ fn envoy_route(r: &wayguard_core::routing::Route) -> EnvoyRoute {
         });
     }
     let action = match &r.action {
+        CoreAction::Redirect(redirect) => route::Action::Redirect(redirect_action(redirect)),
         CoreAction::Direct { status, body } => {
             route::Action::DirectResponse(DirectResponseAction {
                 status: *status,
@@ -443,12 +547,25 @@ fn envoy_route(r: &wayguard_core::routing::Route) -> EnvoyRoute {
                     ..Default::default()
                 })
             };
-            route::Action::Route(RouteAction {
+            let mut action = RouteAction {
                 cluster_specifier: Some(specifier),
                 cluster_not_found_response_code:
                     route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
                 ..Default::default()
-            })
+            };
+            if let Some(rewrite) = &r.rewrite {
+                if let Some(host) = &rewrite.hostname {
+                    action.host_rewrite_specifier = Some(
+                        route_action::HostRewriteSpecifier::HostRewriteLiteral(host.clone()),
+                    );
+                }
+                match rewrite.path.as_ref().map(path_rewrite) {
+                    Some(PathChange::Prefix(prefix)) => action.prefix_rewrite = prefix,
+                    Some(PathChange::Regex(regex)) => action.regex_rewrite = Some(regex),
+                    None => {}
+                }
+            }
+            route::Action::Route(action)
         }
     };
     EnvoyRoute {
@@ -476,6 +593,10 @@ fn envoy_route(r: &wayguard_core::routing::Route) -> EnvoyRoute {
             ..Default::default()
         }),
         action: Some(action),
+        request_headers_to_add: header_options(&r.headers.request),
+        request_headers_to_remove: r.headers.request.remove.clone(),
+        response_headers_to_add: header_options(&r.headers.response),
+        response_headers_to_remove: r.headers.response.remove.clone(),
         ..Default::default()
     }
 }

@@ -36,4 +36,5 @@ mod jwt;
 mod mtls;
 mod quickstart;
 mod reload;
+mod routing;
 mod seeds;
