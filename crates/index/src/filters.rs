@@ -68,6 +68,14 @@ macro_rules! path_spec {
 
 /// Reads the rule's filters; `Err` names what cannot be served (the rule then answers 500).
 pub(crate) fn rule_filters(rule: &HttpRouteRules) -> Result<RuleFilters, String> {
+    for (i, backend) in rule.backend_refs.iter().flatten().enumerate() {
+        if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            // Ignoring them would silently drop header changes someone may rely on.
+            return Err(format!(
+                "backendRefs[{i}].filters are not supported; requests to this rule get 500 (put the filters on the rule)"
+            ));
+        }
+    }
     let mut out = RuleFilters::default();
     let mut seen = Vec::new();
     for (i, f) in rule.filters.iter().flatten().enumerate() {
@@ -282,6 +290,17 @@ mod tests {
             let error = rule_filters(&rule(filters.clone())).expect_err(&filters.to_string());
             assert!(error.contains(needle), "{filters}: {error}");
         }
+        let backend_filters: HttpRouteRules = serde_json::from_value(json!({
+            "backendRefs": [{"name": "a", "port": 1, "filters": [
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["x"]}}
+            ]}]
+        }))
+        .expect("rule parses");
+        let error = rule_filters(&backend_filters).expect_err("backendRef filters");
+        assert!(
+            error.contains("backendRefs[0].filters are not supported"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -90,9 +90,9 @@ pub fn validate(resource: &Resource) -> Report {
         Resource::AuthConfig(ac) => solo::auth_config(&mut report, &ac.spec),
         Resource::EnterpriseAgentgatewayPolicy(p) => solo::enterprise_policy(&mut report, &p.spec),
         Resource::AgentgatewayBackend(b) => solo::backend(&mut report, &b.spec),
+        Resource::HttpRoute(route) => http_route(&mut report, route),
         Resource::GatewayClass(_)
         | Resource::Gateway(_)
-        | Resource::HttpRoute(_)
         | Resource::ReferenceGrant(_)
         | Resource::Service(_)
         | Resource::EndpointSlice(_)
@@ -101,6 +101,39 @@ pub fn validate(resource: &Resource) -> Report {
         | Resource::Namespace(_) => {}
     }
     report
+}
+
+/// HTTPRoute features wayguard does not program: warned here so that `wayguard validate` shows
+/// them before the route answers 500 (the route itself stays valid Gateway API).
+fn http_route(
+    report: &mut Report,
+    route: &crate::gateway_api::apis::standard::httproutes::HttpRoute,
+) {
+    use crate::gateway_api::apis::standard::httproutes::HttpRouteRulesFiltersType as Type;
+    for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
+        for (fi, filter) in rule.filters.iter().flatten().enumerate() {
+            if matches!(
+                filter.r#type,
+                Type::RequestMirror | Type::Cors | Type::ExtensionRef
+            ) {
+                report.warn(
+                    format!("spec.rules[{ri}].filters[{fi}]"),
+                    format!(
+                        "{:?} filters are not supported by wayguard; requests to this rule will get 500",
+                        filter.r#type
+                    ),
+                );
+            }
+        }
+        for (bi, backend) in rule.backend_refs.iter().flatten().enumerate() {
+            if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                report.warn(
+                    format!("spec.rules[{ri}].backendRefs[{bi}].filters"),
+                    "backendRef filters are not supported by wayguard; requests to this rule will get 500 (put the filters on the rule)",
+                );
+            }
+        }
+    }
 }
 
 /// Whether a string still contains an unexpanded `${VAR}` placeholder (as shell-templated manifests do).

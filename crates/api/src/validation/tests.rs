@@ -941,3 +941,34 @@ fn solo_rules() {
         ),
     ]);
 }
+
+#[test]
+fn http_route_warnings() {
+    let route = |spec: &str| report("HTTPRoute", "gateway.networking.k8s.io/v1", "", spec);
+    let parent = "  parentRefs: [{name: waypoint}]\n";
+    run(vec![
+        (
+            "supported filters",
+            route(&format!(
+                "{parent}  rules:\n  - filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {{set: [{{name: x, value: abc}}]}}\n    backendRefs: [{{name: s, port: 80}}]\n"
+            )),
+            Ok(&[]),
+        ),
+        (
+            "request mirror",
+            route(&format!(
+                "{parent}  rules:\n  - filters:\n    - type: RequestMirror\n      requestMirror: {{backendRef: {{name: m, port: 80}}}}\n    backendRefs: [{{name: s, port: 80}}]\n"
+            )),
+            Ok(&[
+                "RequestMirror filters are not supported by wayguard; requests to this rule will get 500",
+            ]),
+        ),
+        (
+            "backendRef filters",
+            route(&format!(
+                "{parent}  rules:\n  - backendRefs:\n    - name: s\n      port: 80\n      filters:\n      - type: RequestHeaderModifier\n        requestHeaderModifier: {{remove: [x]}}\n"
+            )),
+            Ok(&["backendRef filters are not supported by wayguard"]),
+        ),
+    ]);
+}
