@@ -1,5 +1,5 @@
 //! The part of Istio's mesh config wayguard reads: `extensionProviders` for CUSTOM
-//! AuthorizationPolicies, from the ConfigMap `istio` (key `mesh`) in the root namespace, exactly
+//! AuthorizationPolicies and `trustDomain` / `trustDomainAliases` for principals, from the ConfigMap `istio` (key `mesh`) in the root namespace, exactly
 //! where istiod reads it. Unknown mesh config fields are ignored (the rest belongs to istiod).
 
 use serde::Deserialize;
@@ -16,6 +16,12 @@ pub struct MeshConfig {
     /// Extension providers.
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// The mesh's trust domain (istiod's default: `cluster.local`).
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    /// Trust domains treated as the same as `trust_domain`.
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
 }
 
 /// One extension provider.

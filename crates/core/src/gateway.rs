@@ -45,4 +45,8 @@ pub struct GatewayAuth {
     pub jwt_rules: Vec<JwtRule>,
     /// Attached AuthorizationPolicies.
     pub policies: Vec<AuthzPolicy>,
+    /// The mesh's trust domain followed by its aliases (mesh config `trustDomain`, default
+    /// `cluster.local`, and `trustDomainAliases`); principals are matched under all of them as
+    /// istiod does. Empty means `cluster.local` alone.
+    pub trust_domains: Vec<String>,
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use wayguard_api::gateway_api::apis::standard::gateways::Gateway;
+use wayguard_api::mesh;
 use wayguard_api::resource::{Kind, ObjectRef, Resource};
 use wayguard_api::validation::{Report, validate};
 use wayguard_core::GatewayId;
@@ -245,7 +246,36 @@ impl Index {
         GatewayAuth {
             jwt_rules: ras.into_iter().flat_map(convert::jwt_rules).collect(),
             policies: aps.into_iter().map(convert::authz_policy).collect(),
+            trust_domains: self.trust_domains().unwrap_or_default(),
         }
+    }
+
+    /// The mesh's trust domain and its aliases from mesh config (the ConfigMap `istio` in the
+    /// root namespace, as istiod reads it): `trustDomain` (default `cluster.local`) first. `Err`
+    /// when the mesh config does not parse (then only `cluster.local` is used).
+    pub fn trust_domains(&self) -> Result<Vec<String>, String> {
+        let root = &self.config.root_namespace;
+        let text = match self.find(Kind::ConfigMap, root, mesh::MESH_CONFIGMAP) {
+            Some(Resource::ConfigMap(cm)) => cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(mesh::MESH_KEY))
+                .cloned()
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let mesh = mesh::parse(&text)?;
+        let local = mesh
+            .trust_domain
+            .filter(|td| !td.is_empty())
+            .unwrap_or_else(|| "cluster.local".to_string());
+        let mut out = vec![local];
+        for alias in mesh.trust_domain_aliases {
+            if !out.contains(&alias) {
+                out.push(alias);
+            }
+        }
+        Ok(out)
     }
 
     /// What attachment needs to know about a gateway.

@@ -69,6 +69,16 @@ impl Index {
         let auth = self.gateway_auth(id);
         let jwks_clusters = b.jwks_clusters(&auth.jwt_rules);
         let providers = b.providers(&auth);
+        if let Err(e) = self.trust_domains() {
+            b.problem(
+                format!(
+                    "ConfigMap {}/{}",
+                    self.config.root_namespace,
+                    mesh::MESH_CONFIGMAP
+                ),
+                format!("mesh config does not parse ({e}); principals match under trust domain cluster.local only, without aliases"),
+            );
+        }
         let mut problems = std::mem::take(&mut b.problems);
         problems.sort();
         problems.dedup();
@@ -86,7 +96,7 @@ impl Index {
         })
     }
 
-    fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
+    pub(crate) fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
         self.entry(&ObjectRef {
             kind,
             namespace: namespace.to_string(),

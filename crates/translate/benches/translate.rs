@@ -81,6 +81,7 @@ fn main() {
         let auth = GatewayAuth {
             jwt_rules: (0..4).map(jwt_rule).collect(),
             policies: (0..n).map(policy).collect(),
+            trust_domains: vec!["cluster.local".into()],
         };
         // Time without the allocation profiler (it slows allocation down): warm up, then run for
         // about a second (at least 3 iterations).

@@ -9,6 +9,7 @@ pub mod matcher;
 pub mod names;
 mod rbac;
 mod rbac_model;
+mod trust_domain;
 
 use std::collections::BTreeMap;
 
@@ -81,15 +82,16 @@ impl AuthFilters {
 /// Translates the auth policies of one gateway.
 pub fn http_auth_filters(auth: &GatewayAuth, ctx: &AuthContext<'_>) -> AuthFilters {
     let mut diagnostics = Vec::new();
-    let custom = rbac::custom_filters(&auth.policies, ctx.providers, &mut diagnostics);
+    let policies = trust_domain::migrate(&auth.policies, &auth.trust_domains);
+    let custom = rbac::custom_filters(&policies, ctx.providers, &mut diagnostics);
     let keys: Vec<JwksConfig> = auth.jwt_rules.iter().map(|r| (ctx.jwks)(r)).collect();
     let inlines_fetched_keys = auth.jwt_rules.iter().zip(&keys).any(|(r, k)| {
         !matches!(r.jwks, JwksSource::Inline(_)) && matches!(k, JwksConfig::Inline(_))
     });
     let jwt = jwt::jwt_authn(&auth.jwt_rules, &keys, ctx.clear_route_cache);
-    let audit = rbac::local_filter(&auth.policies, Action::Audit, false, &mut diagnostics);
-    let deny = rbac::local_filter(&auth.policies, Action::Deny, false, &mut diagnostics);
-    let allow = rbac::local_filter(&auth.policies, Action::Allow, false, &mut diagnostics);
+    let audit = rbac::local_filter(&policies, Action::Audit, false, &mut diagnostics);
+    let deny = rbac::local_filter(&policies, Action::Deny, false, &mut diagnostics);
+    let allow = rbac::local_filter(&policies, Action::Allow, false, &mut diagnostics);
     diagnostics.sort();
     AuthFilters {
         custom,

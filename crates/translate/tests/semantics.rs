@@ -377,3 +377,63 @@ fn translation_is_independent_of_insertion_order() {
         );
     }
 }
+
+/// Trust-domain aliases from mesh config (istiod: trustdomain/bundle.go, builder testdata
+/// `td-aliases-source-principal-*`): a `source.principal` condition written for the local trust
+/// domain matches the same workload under every alias (tier 2 checks `principals` on Envoy).
+#[test]
+fn trust_domain_aliases_from_mesh_config() {
+    const POLICY: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: checkout-only, namespace: foo}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}
+  action: ALLOW
+  rules:
+  - when:
+    - key: source.principal
+      values: ["new-td/ns/checkout/sa/checkout"]
+"#;
+    const MESH: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    trustDomain: new-td
+    trustDomainAliases: [old-td, cluster.local]
+"#;
+    let peer = |principal: &'static str| Request {
+        principal: Some(principal),
+        ..get("/")
+    };
+    let with_aliases =
+        common::translate(&common::load(&format!("{MESH}---\n{POLICY}")))["httpFilters"].clone();
+    for allowed in [
+        "spiffe://new-td/ns/checkout/sa/checkout",
+        "spiffe://old-td/ns/checkout/sa/checkout",
+        "spiffe://cluster.local/ns/checkout/sa/checkout",
+    ] {
+        assert_eq!(decide(&with_aliases, &peer(allowed)), 200, "{allowed}");
+    }
+    for denied in [
+        "spiffe://other-td/ns/checkout/sa/checkout",
+        "spiffe://new-td/ns/other/sa/checkout",
+    ] {
+        assert_eq!(decide(&with_aliases, &peer(denied)), 403, "{denied}");
+    }
+    // Without mesh config the trust domain is cluster.local alone: the policy's own trust
+    // domain is matched as written, nothing else.
+    let plain = common::translate(&common::load(POLICY))["httpFilters"].clone();
+    assert_eq!(
+        decide(&plain, &peer("spiffe://new-td/ns/checkout/sa/checkout")),
+        200
+    );
+    assert_eq!(
+        decide(
+            &plain,
+            &peer("spiffe://cluster.local/ns/checkout/sa/checkout")
+        ),
+        403
+    );
+}

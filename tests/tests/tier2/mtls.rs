@@ -17,6 +17,7 @@ matrix!(
     mtls_per_port_insecure_fallback,
     tls_secret_rotation_without_envoy_restart,
     mtls_legacy_listener_frontend_validation_enforced_or_reported,
+    trust_domain_alias_over_mtls,
 );
 
 async fn start(mode: XdsMode, pki: &Pki, v: ClientValidation) -> Result<(Scenario, JwtIssuer)> {
@@ -174,5 +175,49 @@ async fn tls_secret_rotation_without_envoy_restart(mode: XdsMode) -> Result<()> 
         "a client of the old CA still got through after the rotation"
     );
     ensure!(s.envoy()?.pid() == pid, "Envoy was restarted");
+    s.assert_no_nacks().await
+}
+
+/// Mesh config `trustDomain: new-td` with alias `cluster.local`: a policy written for
+/// `new-td/ns/checkout/sa/checkout` admits the client certificate `spiffe://cluster.local/ns/
+/// checkout/sa/checkout` (the same workload under an alias), and not another workload.
+async fn trust_domain_alias_over_mtls(mode: XdsMode) -> Result<()> {
+    // The mesh config istiod reads: ConfigMap `istio` in the root namespace, key `mesh`.
+    const MESH: &str = r#"kind: ConfigMap
+apiVersion: v1
+metadata:
+  namespace: istio-system
+  name: istio
+data:
+  mesh: "trustDomain: new-td\ntrustDomainAliases: [cluster.local]\n"
+"#;
+    const POLICY: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: checkout-only, namespace: payments-prod}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["new-td/ns/checkout/sa/checkout"]
+"#;
+    let pki = Pki::new("wayguard test CA")?;
+    let s = ScenarioBuilder::new(mode)
+        .https(&pki, Some(ClientValidation::configmap("client-ca")))?
+        .file("mesh.yaml", MESH)
+        .file("authz.yaml", POLICY)
+        .start()
+        .await?;
+    ensure!(
+        CHECKOUT_SPIFFE == "spiffe://cluster.local/ns/checkout/sa/checkout",
+        "the checkout test identity changed: {CHECKOUT_SPIFFE}"
+    );
+    let checkout = s.tls_client(&pki, Some(&pki.client_cert(CHECKOUT_SPIFFE)?))?;
+    let other = s.tls_client(&pki, Some(&pki.client_cert(OTHER_SPIFFE)?))?;
+    s.eventually_with(&checkout, &Req::get("/"), 200, PROPAGATION_TIMEOUT)
+        .await?;
+    s.expect_with(&other, &Req::get("/"), 403).await?;
     s.assert_no_nacks().await
 }
