@@ -188,8 +188,24 @@ impl Scenario {
         }
     }
 
-    /// Fails if wayguard's `/debug/status` reports a NACK from any Envoy.
+    /// Fails if wayguard's `/debug/status` reports a NACK from any Envoy, or if Envoy logged a
+    /// deprecation warning about the configuration it was given.
     pub async fn assert_no_nacks(&self) -> Result<()> {
+        // The generated config must load with zero deprecation warnings (Envoy logs "Using
+        // deprecated option ..." for deprecated fields it still accepts).
+        let log = self.envoy_log(usize::MAX);
+        let deprecated: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("deprecated"))
+            .collect();
+        if !deprecated.is_empty() {
+            bail!(
+                "[{:?}] Envoy logged deprecation warnings:\n{}\n{}",
+                self.mode,
+                deprecated.join("\n"),
+                self.diagnostics()
+            );
+        }
         let status = self.wayguard_status().await?;
         let nacks = &status["nacks"];
         if nacks.as_array().is_some_and(|a| !a.is_empty()) {
