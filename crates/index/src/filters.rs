@@ -79,7 +79,7 @@ pub(crate) fn rule_filters(rule: &HttpRouteRules) -> Result<RuleFilters, String>
     let mut out = RuleFilters::default();
     let mut seen = Vec::new();
     for (i, f) in rule.filters.iter().flatten().enumerate() {
-        let at = format!("filters[{i}] ({:?})", f.r#type);
+        let at = format!("filters[{i}] ({})", type_name(&f.r#type));
         if seen.contains(&f.r#type) {
             return Err(format!(
                 "{at}: a filter type may appear once per rule (Gateway API); merge them"
@@ -151,7 +151,8 @@ pub(crate) fn rule_filters(rule: &HttpRouteRules) -> Result<RuleFilters, String>
     }
     if out.redirect.is_some() && out.rewrite.is_some() {
         return Err(
-            "RequestRedirect and URLRewrite cannot be used in the same rule (Gateway API)".into(),
+            "filters: RequestRedirect and URLRewrite cannot be used in the same rule (Gateway API)"
+                .into(),
         );
     }
     Ok(out)
@@ -238,6 +239,14 @@ fn modifier<'a>(
         add: pairs(&mut add),
         remove: remove.map(|n| n.to_ascii_lowercase()).collect(),
     }
+}
+
+/// The filter type as written in YAML (`URLRewrite`, `CORS`, ...).
+fn type_name(t: &HttpRouteRulesFiltersType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{t:?}"))
 }
 
 fn missing(at: &str, field: &str) -> String {

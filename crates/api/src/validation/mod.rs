@@ -119,8 +119,11 @@ fn http_route(
                 report.warn(
                     format!("spec.rules[{ri}].filters[{fi}]"),
                     format!(
-                        "{:?} filters are not supported by wayguard; requests to this rule will get 500",
-                        filter.r#type
+                        "{} filters are not supported by wayguard; requests to this rule will get 500",
+                        serde_json::to_value(&filter.r#type)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| format!("{:?}", filter.r#type))
                     ),
                 );
             }
