@@ -65,6 +65,29 @@ pub fn gateway_api() -> Vec<CustomResourceDefinition> {
     ];
     for crd in &mut crds {
         drop_null_enum_values(crd);
+        if crd.spec.names.kind == "Gateway" {
+            // The upstream release's columns, so `kubectl get gateway` reads as users know it.
+            let column = |name: &str, type_: &str, json_path: &str| {
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition {
+                    name: name.into(),
+                    type_: type_.into(),
+                    json_path: json_path.into(),
+                    ..Default::default()
+                }
+            };
+            for version in &mut crd.spec.versions {
+                version.additional_printer_columns = Some(vec![
+                    column("Class", "string", ".spec.gatewayClassName"),
+                    column("Address", "string", ".status.addresses[*].value"),
+                    column(
+                        "Programmed",
+                        "string",
+                        ".status.conditions[?(@.type==\"Programmed\")].status",
+                    ),
+                    column("Age", "date", ".metadata.creationTimestamp"),
+                ]);
+            }
+        }
         // *.k8s.io groups are protected; the upstream CRDs carry this approval annotation.
         crd.metadata.annotations.get_or_insert_default().insert(
             "api-approved.kubernetes.io".into(),

@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     /// CUSTOM providers that resolved (mesh config `extensionProviders`), by name; a policy whose
     /// provider is missing here gets a DENY filter (fail closed).
     pub providers: std::collections::BTreeMap<String, crate::authz::ExtAuthzProvider>,
+    /// HTTPRoutes attached to each Gateway listener, by listener name (Gateway status
+    /// `listeners[].attachedRoutes`).
+    pub attached_routes: std::collections::BTreeMap<String, u32>,
     /// Auth policies attached to the gateway.
     pub auth: GatewayAuth,
     /// What could not be programmed, for logs and status.

@@ -43,6 +43,8 @@ struct Builder<'a> {
     clusters: BTreeMap<String, Cluster>,
     secrets: BTreeMap<String, TlsSecret>,
     external: BTreeMap<String, ExternalCluster>,
+    /// HTTPRoutes attached, by Gateway listener name.
+    attached: BTreeMap<String, u32>,
 }
 
 impl Index {
@@ -64,6 +66,7 @@ impl Index {
             clusters: BTreeMap::new(),
             secrets: BTreeMap::new(),
             external: BTreeMap::new(),
+            attached: BTreeMap::new(),
         };
         let (listeners, routes) = b.listeners();
         let auth = self.gateway_auth(id);
@@ -91,6 +94,7 @@ impl Index {
             external_clusters: b.external.into_values().collect(),
             jwks_clusters,
             providers,
+            attached_routes: std::mem::take(&mut b.attached),
             auth,
             problems,
         })
@@ -709,6 +713,7 @@ impl Builder<'_> {
             if !attaches || !self.route_allowed(gl, &route_ns) {
                 continue;
             }
+            *self.attached.entry(gl.name.clone()).or_default() += 1;
             let route_hosts = route.spec.hostnames.clone().unwrap_or_default();
             let effective: Vec<String> = if route_hosts.is_empty() {
                 vec![

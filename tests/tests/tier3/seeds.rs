@@ -10,7 +10,9 @@ use wayguard_tests::kube::manifests::{HttpsStack, ap_deny_without_rules};
 use wayguard_tests::kube::scenario::{condition, describe_conditions};
 use wayguard_tests::kube::{KubeScenario, report};
 use wayguard_tests::pki::{CHECKOUT_SPIFFE, OTHER_SPIFFE, Pki};
+use wayguard_tests::poll::{Check, Deadline};
 use wayguard_tests::ports::free_port;
+use wayguard_tests::scenario::PROPAGATION_TIMEOUT;
 use wayguard_tests::{JwtIssuer, XdsMode};
 
 use crate::common::{
@@ -43,6 +45,8 @@ async fn seeds_applied_with_kubectl_are_enforced_by_envoy() -> Result<()> {
         s.phase("Envoy from wayguard bootstrap: HTTP and HTTPS listeners live");
         backend_through_fqdn_cluster(s).await?;
         s.phase("no policy: backend reached through the FQDN (STRICT_DNS) cluster");
+        gateway_api_status(s).await?;
+        s.phase("Gateway status: Accepted, Programmed, listeners with attached routes");
 
         seed01_jwt_matrix(s, &okta).await?;
         s.phase("seed 01 applied: jwt_authn matrix");
@@ -69,6 +73,69 @@ async fn seeds_applied_with_kubectl_are_enforced_by_envoy() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// `kubectl get gateway` shows the Gateway programmed, with the HTTPRoute attached to its
+/// listeners, written by wayguard with server-side apply.
+async fn gateway_api_status(s: &mut KubeScenario) -> Result<()> {
+    let mut deadline = Deadline::new(
+        format!("Gateway {NS}/{GATEWAY}: Accepted and Programmed, routes attached"),
+        PROPAGATION_TIMEOUT,
+    );
+    let gw = loop {
+        let check = match s.object("gateway", NS, GATEWAY).await {
+            Ok(gw) => {
+                let generation = &gw["metadata"]["generation"];
+                let current = |c: Option<&serde_json::Value>| {
+                    c.is_some_and(|c| {
+                        c["status"] == "True" && &c["observedGeneration"] == generation
+                    })
+                };
+                let listeners = gw["status"]["listeners"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let ok = current(condition(&gw, "Accepted"))
+                    && current(condition(&gw, "Programmed"))
+                    && listeners.len() == 2
+                    && listeners.iter().all(|l| {
+                        l["attachedRoutes"] == 1
+                            && l["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Programmed" && c["status"] == "True")
+                            })
+                    });
+                if ok {
+                    Check::Done(gw)
+                } else {
+                    Check::Pending(gw["status"].to_string())
+                }
+            }
+            Err(e) => Check::Pending(format!("{e:#}")),
+        };
+        if let Some(gw) = deadline.next(check).await? {
+            break gw;
+        }
+    };
+    let managed = gw["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        managed
+            .iter()
+            .any(|m| m["manager"] == "wayguard" && m["subresource"] == "status"),
+        "Gateway status not written by wayguard: {}",
+        json!(managed)
+    );
+    let (table, text) = s.table("gateway").await?;
+    report(&format!("[tier3 seeds] kubectl get gateway -A:\n{text}"));
+    ensure!(
+        table.header == ["NAMESPACE", "NAME", "CLASS", "ADDRESS", "PROGRAMMED", "AGE"]
+            && table.cell("NAME", GATEWAY, "PROGRAMMED") == Some("True"),
+        "kubectl get gateway -A:\n{text}"
+    );
+    Ok(())
 }
 
 async fn backend_through_fqdn_cluster(s: &mut KubeScenario) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Status conditions of the kinds wayguard serves, written by the leader with server-side apply,
 //! only when they changed: `Accepted` (validation), `ResolvedRefs` (targets, secrets, backends)
-//! and, for RequestAuthentications, `JwksResolved`; `observedGeneration` on each.
+//! and, for RequestAuthentications, `JwksResolved`; `observedGeneration` on each. Gateways of a
+//! wayguard class get Gateway API status: `Accepted` and `Programmed`, and per listener
+//! `attachedRoutes`, `supportedKinds`, `Accepted`, `Programmed` and `ResolvedRefs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,10 +13,12 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::watch;
+use wayguard_api::gateway_api::apis::standard::gateways::Gateway;
 use wayguard_api::resource::{Kind, ObjectRef, Resource};
 use wayguard_api::status::PolicyStatus;
 use wayguard_api::status::conditions as c;
 use wayguard_core::authn::JwksSource;
+use wayguard_core::routing::GatewayConfig;
 use wayguard_index::Index;
 use wayguard_jwks::JwksStatus;
 
@@ -275,8 +279,24 @@ fn desired(
     let current = current_status(resource)
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    let conditions = to_conditions(wants, current, generation);
+    let status = PolicyStatus {
+        conditions,
+        observed_generation: generation,
+        issuers: issuers(resource),
+    };
+    serde_json::to_value(status).unwrap_or_else(|_| json!({}))
+}
+
+/// Conditions for `wants`, keeping the transition time of those whose status and reason did not
+/// change.
+fn to_conditions(
+    wants: Vec<Want>,
+    current: &[Condition],
+    generation: Option<i64>,
+) -> Vec<Condition> {
     let now = Time(Timestamp::now());
-    let conditions: Vec<Condition> = wants
+    wants
         .into_iter()
         .map(|w| {
             let previous = current.iter().find(|c| c.type_ == w.kind);
@@ -292,24 +312,131 @@ fn desired(
                     .map_or_else(|| now.clone(), |p| p.last_transition_time.clone()),
             }
         })
-        .collect();
-    let status = PolicyStatus {
-        conditions,
-        observed_generation: generation,
-        issuers: issuers(resource),
+        .collect()
+}
+
+/// A Gateway API condition: `ok` with `reason_ok` and no message, else `reason_bad` with `message`.
+fn check(
+    kind: &'static str,
+    ok: bool,
+    reason_ok: &'static str,
+    reason_bad: &'static str,
+    message: &str,
+) -> Want {
+    if ok {
+        want(kind, Some(true), reason_ok, "")
+    } else {
+        want(kind, Some(false), reason_bad, message)
+    }
+}
+
+/// Gateway API status of a Gateway wayguard programs. Problems are matched to the Gateway and its
+/// listeners by the object they name (`Gateway ns/name` and `Gateway ns/name listener l`).
+fn gateway_status(gw: &Gateway, config: &GatewayConfig) -> serde_json::Value {
+    let generation = gw.metadata.generation;
+    let object = format!("Gateway {}", config.id);
+    let problems_of = |target: &str| -> Vec<String> {
+        config
+            .problems
+            .iter()
+            .filter(|p| p.object == target)
+            .map(|p| p.message.clone())
+            .collect()
     };
-    serde_json::to_value(status).unwrap_or_else(|_| json!({}))
+    let current = gw.status.as_ref();
+    let mut all_listener_problems = Vec::new();
+    let listeners: Vec<serde_json::Value> = gw
+        .spec
+        .listeners
+        .iter()
+        .map(|l| {
+            let problems = problems_of(&format!("{object} listener {}", l.name));
+            let supported = matches!(l.protocol.as_str(), "HTTP" | "HTTPS");
+            let refs_ok = !problems.iter().any(|m| m.contains("ertificateRef"));
+            let message = problems.join("; ");
+            let wants = vec![
+                check(
+                    c::ACCEPTED,
+                    supported,
+                    "Accepted",
+                    "UnsupportedProtocol",
+                    &message,
+                ),
+                check(
+                    "Programmed",
+                    problems.is_empty(),
+                    "Programmed",
+                    "Invalid",
+                    &message,
+                ),
+                check(
+                    c::RESOLVED_REFS,
+                    refs_ok,
+                    "ResolvedRefs",
+                    "InvalidCertificateRef",
+                    &message,
+                ),
+            ];
+            all_listener_problems
+                .extend(problems.iter().map(|m| format!("listener {}: {m}", l.name)));
+            let previous = current
+                .and_then(|s| s.listeners.as_ref())
+                .and_then(|ls| ls.iter().find(|x| x.name == l.name))
+                .map(|x| x.conditions.as_slice())
+                .unwrap_or_default();
+            json!({
+                "name": l.name,
+                "attachedRoutes": config.attached_routes.get(&l.name).copied().unwrap_or(0),
+                "supportedKinds": if supported {
+                    json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+                } else {
+                    json!([])
+                },
+                "conditions": to_conditions(wants, previous, generation),
+            })
+        })
+        .collect();
+    let mut problems = problems_of(&object);
+    problems.extend(all_listener_problems);
+    let wants = vec![
+        want(
+            c::ACCEPTED,
+            Some(true),
+            "Accepted",
+            "programmed by wayguard",
+        ),
+        check(
+            "Programmed",
+            problems.is_empty(),
+            "Programmed",
+            "Invalid",
+            &problems.join("; "),
+        ),
+    ];
+    let previous = current
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    json!({
+        "conditions": to_conditions(wants, previous, generation),
+        "listeners": listeners,
+    })
 }
 
 /// Compares statuses ignoring transition times (which only move when a condition changes).
 fn comparable(status: &serde_json::Value) -> serde_json::Value {
-    let mut s = status.clone();
-    if let Some(conds) = s.get_mut("conditions").and_then(|c| c.as_array_mut()) {
-        for c in conds {
-            if let Some(o) = c.as_object_mut() {
-                o.remove("lastTransitionTime");
+    fn strip(value: &mut serde_json::Value) {
+        if let Some(conds) = value.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+            for c in conds {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("lastTransitionTime");
+                }
             }
         }
+    }
+    let mut s = status.clone();
+    strip(&mut s);
+    if let Some(listeners) = s.get_mut("listeners").and_then(|l| l.as_array_mut()) {
+        listeners.iter_mut().for_each(strip);
     }
     s
 }
@@ -346,6 +473,27 @@ async fn write_all(
 ) {
     let work: Vec<(ObjectRef, serde_json::Value, String)> = {
         let index = pipeline.index.read();
+        let gateways = index.gateways().into_iter().filter_map(|id| {
+            let gw = index.gateway(&id)?;
+            let config = index.gateway_config(&id)?;
+            let key = ObjectRef {
+                kind: Kind::Gateway,
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+            };
+            let status = gateway_status(gw, &config);
+            let current = gw
+                .status
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or_else(|| json!({}));
+            let unchanged = comparable(&current) == comparable(&status)
+                || written
+                    .get(&key)
+                    .is_some_and(|w| comparable(w) == comparable(&status));
+            (!unchanged).then(|| (key, status, "gateway.networking.k8s.io/v1".to_string()))
+        });
+        let gateways: Vec<_> = gateways.collect();
         index
             .entries()
             .filter(|(k, _)| k.kind.has_wayguard_status())
@@ -367,6 +515,7 @@ async fn write_all(
                         .is_some_and(|w| comparable(w) == comparable(&status));
                 (!unchanged).then(|| (k.clone(), status, api_version))
             })
+            .chain(gateways)
             .collect()
     };
     for (key, status, api_version) in work {
@@ -399,5 +548,94 @@ async fn write_all(
                 tracing::warn!(object = %key, error = %e, "writing status failed; retrying on the next change")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wayguard_core::GatewayId;
+    use wayguard_core::routing::Problem;
+
+    use super::*;
+
+    fn gateway() -> Gateway {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "waypoint", "namespace": "demo", "generation": 3},
+            "spec": {
+                "gatewayClassName": "wayguard",
+                "listeners": [
+                    {"name": "http", "protocol": "HTTP", "port": 8080},
+                    {"name": "tcp", "protocol": "TCP", "port": 9000}
+                ]
+            }
+        }))
+        .expect("gateway")
+    }
+
+    fn condition<'a>(conditions: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+        conditions
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+            .unwrap_or_else(|| panic!("no {kind} in {conditions}"))
+    }
+
+    #[test]
+    fn gateway_status_reports_listeners_routes_and_problems() {
+        let mut config = GatewayConfig {
+            id: GatewayId::new("demo", "waypoint"),
+            ..Default::default()
+        };
+        config.attached_routes.insert("http".into(), 2);
+        config.problems.push(Problem {
+            object: "Gateway demo/waypoint listener tcp".into(),
+            message: "protocol TCP is not supported".into(),
+        });
+        config.problems.push(Problem {
+            object: "HTTPRoute demo/other".into(),
+            message: "not about the gateway".into(),
+        });
+        let status = gateway_status(&gateway(), &config);
+
+        assert_eq!(
+            condition(&status["conditions"], "Accepted")["status"],
+            "True"
+        );
+        let programmed = condition(&status["conditions"], "Programmed");
+        assert_eq!(programmed["status"], "False");
+        assert_eq!(programmed["observedGeneration"], 3);
+        assert!(
+            programmed["message"].as_str().is_some_and(|m| m
+                .contains("listener tcp: protocol TCP is not supported")
+                && !m.contains("not about the gateway")),
+            "{programmed}"
+        );
+
+        let http = &status["listeners"][0];
+        assert_eq!(http["name"], "http");
+        assert_eq!(http["attachedRoutes"], 2);
+        assert_eq!(http["supportedKinds"][0]["kind"], "HTTPRoute");
+        assert_eq!(
+            condition(&http["conditions"], "Programmed")["status"],
+            "True"
+        );
+
+        let tcp = &status["listeners"][1];
+        assert_eq!(tcp["attachedRoutes"], 0);
+        assert_eq!(tcp["supportedKinds"], json!([]));
+        let accepted = condition(&tcp["conditions"], "Accepted");
+        assert_eq!(accepted["status"], "False");
+        assert_eq!(accepted["reason"], "UnsupportedProtocol");
+        assert_eq!(
+            condition(&tcp["conditions"], "Programmed")["status"],
+            "False"
+        );
+
+        // Unchanged inputs compare equal to what was written, transition times aside.
+        assert_eq!(
+            comparable(&status),
+            comparable(&gateway_status(&gateway(), &config))
+        );
     }
 }
