@@ -1,8 +1,9 @@
 //! Status conditions of the kinds wayguard serves, written by the leader with server-side apply,
 //! only when they changed: `Accepted` (validation), `ResolvedRefs` (targets, secrets, backends)
-//! and, for RequestAuthentications, `JwksResolved`; `observedGeneration` on each. Gateways of a
-//! wayguard class get Gateway API status: `Accepted` and `Programmed`, and per listener
-//! `attachedRoutes`, `supportedKinds`, `Accepted`, `Programmed` and `ResolvedRefs`.
+//! and, for RequestAuthentications, `JwksResolved`; `observedGeneration` on each. Gateways whose
+//! GatewayClass has wayguard's `controllerName` ([`CONTROLLER_NAME`]) get Gateway API status:
+//! `Accepted` and `Programmed`, and per listener `attachedRoutes`, `supportedKinds`, `Accepted`,
+//! `Programmed` and `ResolvedRefs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -315,6 +316,24 @@ fn to_conditions(
         .collect()
 }
 
+/// The `controllerName` of GatewayClasses whose Gateways' status wayguard writes.
+pub const CONTROLLER_NAME: &str = "wayguard.io/gateway-controller";
+
+/// Whether the GatewayClass `class` is wayguard's (its `controllerName`). Gateway status belongs to
+/// the class's controller only: wayguard also programs `istio-waypoint` Gateways, whose status
+/// istiod writes when it runs, and two writers would fight over it.
+fn controls_class(index: &Index, class: &str) -> bool {
+    let key = ObjectRef {
+        kind: Kind::GatewayClass,
+        namespace: String::new(),
+        name: class.to_string(),
+    };
+    matches!(
+        index.entry(&key).and_then(|e| e.valid.as_ref()),
+        Some(Resource::GatewayClass(gc)) if gc.spec.controller_name == CONTROLLER_NAME
+    )
+}
+
 /// A Gateway API condition: `ok` with `reason_ok` and no message, else `reason_bad` with `message`.
 fn check(
     kind: &'static str,
@@ -475,6 +494,9 @@ async fn write_all(
         let index = pipeline.index.read();
         let gateways = index.gateways().into_iter().filter_map(|id| {
             let gw = index.gateway(&id)?;
+            if !controls_class(&index, &gw.spec.gateway_class_name) {
+                return None;
+            }
             let config = index.gateway_config(&id)?;
             let key = ObjectRef {
                 kind: Kind::Gateway,
@@ -579,6 +601,28 @@ mod tests {
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
             .unwrap_or_else(|| panic!("no {kind} in {conditions}"))
+    }
+
+    #[test]
+    fn only_classes_with_wayguards_controller_name_get_gateway_status() {
+        let mut index = Index::new(wayguard_index::IndexConfig::default());
+        for (name, controller) in [
+            ("wayguard", CONTROLLER_NAME),
+            ("istio-waypoint", "istio.io/mesh-controller"),
+        ] {
+            let class: wayguard_api::gateway_api::apis::standard::gatewayclasses::GatewayClass =
+                serde_json::from_value(json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "GatewayClass",
+                    "metadata": {"name": name},
+                    "spec": {"controllerName": controller}
+                }))
+                .expect("class");
+            index.apply(Resource::GatewayClass(class));
+        }
+        assert!(controls_class(&index, "wayguard"));
+        assert!(!controls_class(&index, "istio-waypoint"));
+        assert!(!controls_class(&index, "absent"));
     }
 
     #[test]
