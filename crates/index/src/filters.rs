@@ -8,6 +8,7 @@ use wayguard_api::gateway_api::apis::standard::httproutes::{
     HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType,
     HttpRouteRulesFiltersUrlRewritePathType,
 };
+use wayguard_api::validation::filter_type_name;
 use wayguard_core::routing::{
     HeaderChanges, HeaderModifier, PathMatch, PathRewrite, Redirect, Rewrite,
 };
@@ -79,7 +80,7 @@ pub(crate) fn rule_filters(rule: &HttpRouteRules) -> Result<RuleFilters, String>
     let mut out = RuleFilters::default();
     let mut seen = Vec::new();
     for (i, f) in rule.filters.iter().flatten().enumerate() {
-        let at = format!("filters[{i}] ({})", type_name(&f.r#type));
+        let at = format!("filters[{i}] ({})", filter_type_name(&f.r#type));
         if seen.contains(&f.r#type) {
             return Err(format!(
                 "{at}: a filter type may appear once per rule (Gateway API); merge them"
@@ -239,14 +240,6 @@ fn modifier<'a>(
         add: pairs(&mut add),
         remove: remove.map(|n| n.to_ascii_lowercase()).collect(),
     }
-}
-
-/// The filter type as written in YAML (`URLRewrite`, `CORS`, ...).
-fn type_name(t: &HttpRouteRulesFiltersType) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{t:?}"))
 }
 
 fn missing(at: &str, field: &str) -> String {

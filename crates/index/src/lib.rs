@@ -204,6 +204,15 @@ impl Index {
 
     /// The auth policies attached to a gateway, in translation order.
     pub fn gateway_auth(&self, id: &GatewayId) -> GatewayAuth {
+        self.gateway_auth_in(id, self.trust_domains().unwrap_or_default())
+    }
+
+    /// [`Self::gateway_auth`] with the mesh's trust domains already read.
+    pub(crate) fn gateway_auth_in(
+        &self,
+        id: &GatewayId,
+        trust_domains: Vec<String>,
+    ) -> GatewayAuth {
         let Some(info) = self.gateway_info(id) else {
             return GatewayAuth::default();
         };
@@ -246,7 +255,7 @@ impl Index {
         GatewayAuth {
             jwt_rules: ras.into_iter().flat_map(convert::jwt_rules).collect(),
             policies: aps.into_iter().map(convert::authz_policy).collect(),
-            trust_domains: self.trust_domains().unwrap_or_default(),
+            trust_domains,
         }
     }
 

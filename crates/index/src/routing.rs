@@ -69,10 +69,13 @@ impl Index {
             attached: BTreeMap::new(),
         };
         let (listeners, routes) = b.listeners();
-        let auth = self.gateway_auth(id);
+        // Mesh config is read once per gateway: a parse error is reported and the trust domain
+        // falls back to cluster.local alone.
+        let trust_domains = self.trust_domains();
+        let auth = self.gateway_auth_in(id, trust_domains.clone().unwrap_or_default());
         let jwks_clusters = b.jwks_clusters(&auth.jwt_rules);
         let providers = b.providers(&auth);
-        if let Err(e) = self.trust_domains() {
+        if let Err(e) = trust_domains {
             b.problem(
                 format!(
                     "ConfigMap {}/{}",
@@ -690,6 +693,7 @@ impl Builder<'_> {
     }
 
     fn virtual_hosts_for(&mut self, gl: &GatewayListeners, port: u16) -> Vec<VirtualHost> {
+        let https = gl.protocol == "HTTPS";
         let mut hosts: BTreeMap<String, Vec<(SortKey, Route)>> = BTreeMap::new();
         let routes: Vec<HttpRoute> = self
             .index
@@ -756,7 +760,6 @@ impl Builder<'_> {
                         continue;
                     };
                     let key = SortKey::new(&matcher, created, &route_ns, &route_name, ri, mi);
-                    let https = gl.protocol == "HTTPS";
                     let resolved =
                         crate::filters::route_redirect(&filters, &matcher.path, port, https)
                             .and_then(|redirect| {

@@ -115,6 +115,30 @@ struct Inputs {
     jwks: Vec<JwksConfig>,
 }
 
+impl Inputs {
+    /// The gateway's Envoy resources, with the key material already resolved (inline key sets
+    /// are parsed once per rebuild, not again during translation).
+    fn translate(&self) -> GatewayResources {
+        let rules = &self.config.auth.jwt_rules;
+        let jwks = |rule: &JwtRule| {
+            rules
+                .iter()
+                .position(|r| r == rule)
+                .and_then(|i| self.jwks.get(i).cloned())
+                // Translation only asks for the gateway's own rules; anything else fails closed.
+                .unwrap_or_else(|| {
+                    JwksConfig::Inline(Arc::from(wayguard_jwks::never_matching_jwks()))
+                })
+        };
+        let ctx = AuthContext {
+            jwks: &jwks,
+            providers: &self.config.providers,
+            clear_route_cache: true,
+        };
+        gateway_resources(&self.config, &ctx)
+    }
+}
+
 /// Converts translated resources into cache resources.
 pub fn to_xds(r: GatewayResources) -> Vec<Resource> {
     let mut out: Vec<Resource> = Vec::new();
@@ -230,13 +254,29 @@ impl Pipeline {
     /// The translated resources of one gateway (for config-dump).
     pub fn translate(&self, id: &GatewayId) -> Option<GatewayResources> {
         let config = self.index.read().gateway_config(id)?;
-        let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
-        let ctx = AuthContext {
-            jwks: &jwks,
-            providers: &config.providers,
-            clear_route_cache: true,
-        };
-        Some(gateway_resources(&config, &ctx))
+        Some(self.inputs(config).translate())
+    }
+
+    /// Calls `f` with the configuration gateway `key` was last translated from, if it was.
+    pub fn with_translated_config<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&GatewayConfig) -> R,
+    ) -> Option<R> {
+        self.translated.lock().get(key).map(|i| f(&i.config))
+    }
+
+    /// A gateway's translation inputs: its configuration and the key material of each JWT rule.
+    fn inputs(&self, config: GatewayConfig) -> Inputs {
+        Inputs {
+            jwks: config
+                .auth
+                .jwt_rules
+                .iter()
+                .map(|rule| self.keys.config_for(rule, &config.jwks_clusters))
+                .collect(),
+            config,
+        }
     }
 
     /// Translates every gateway whose inputs changed and updates the cache. Returns the gateways
@@ -253,15 +293,7 @@ impl Pipeline {
             let Some(config) = self.index.read().gateway_config(id) else {
                 continue;
             };
-            let inputs = Inputs {
-                jwks: config
-                    .auth
-                    .jwt_rules
-                    .iter()
-                    .map(|rule| self.keys.config_for(rule, &config.jwks_clusters))
-                    .collect(),
-                config,
-            };
+            let inputs = self.inputs(config);
             if let Some(last) = translated.remove(&key)
                 && last == inputs
                 && let Some(status) = self.status.read().get(&key).cloned()
@@ -273,13 +305,7 @@ impl Pipeline {
             }
             self.metrics.translated_gateways.inc();
             let config = &inputs.config;
-            let jwks = |rule: &JwtRule| self.keys.config_for(rule, &config.jwks_clusters);
-            let ctx = AuthContext {
-                jwks: &jwks,
-                providers: &config.providers,
-                clear_route_cache: true,
-            };
-            let resources = gateway_resources(config, &ctx);
+            let resources = inputs.translate();
             let mut status = GatewayStatus {
                 listeners: resources.listeners.len(),
                 routes: resources.routes.len(),

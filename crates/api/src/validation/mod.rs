@@ -103,6 +103,16 @@ pub fn validate(resource: &Resource) -> Report {
     report
 }
 
+/// An HTTPRoute filter type as written in YAML (`URLRewrite`, `CORS`, ...), for messages.
+pub fn filter_type_name(
+    t: &crate::gateway_api::apis::standard::httproutes::HttpRouteRulesFiltersType,
+) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{t:?}"))
+}
+
 /// HTTPRoute features wayguard does not program: warned here so that `wayguard validate` shows
 /// them before the route answers 500 (the route itself stays valid Gateway API).
 fn http_route(
@@ -120,10 +130,7 @@ fn http_route(
                     format!("spec.rules[{ri}].filters[{fi}]"),
                     format!(
                         "{} filters are not supported by wayguard; requests to this rule will get 500",
-                        serde_json::to_value(&filter.r#type)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_else(|| format!("{:?}", filter.r#type))
+                        filter_type_name(&filter.r#type)
                     ),
                 );
             }

@@ -18,6 +18,7 @@ use wayguard_api::gateway_api::apis::standard::gateways::Gateway;
 use wayguard_api::resource::{Kind, ObjectRef, Resource};
 use wayguard_api::status::PolicyStatus;
 use wayguard_api::status::conditions as c;
+use wayguard_core::GatewayId;
 use wayguard_core::authn::JwksSource;
 use wayguard_core::routing::GatewayConfig;
 use wayguard_index::Index;
@@ -490,20 +491,30 @@ async fn write_all(
     pipeline: &Pipeline,
     written: &mut BTreeMap<ObjectRef, serde_json::Value>,
 ) {
-    let work: Vec<(ObjectRef, serde_json::Value, String)> = {
+    // Gateways of our classes, read under the index lock and released before the pipeline's
+    // translation state is locked (a rebuild takes them in the other order).
+    let ours: Vec<(GatewayId, Gateway)> = {
         let index = pipeline.index.read();
-        let gateways = index.gateways().into_iter().filter_map(|id| {
-            let gw = index.gateway(&id)?;
-            if !controls_class(&index, &gw.spec.gateway_class_name) {
-                return None;
-            }
-            let config = index.gateway_config(&id)?;
+        index
+            .gateways()
+            .into_iter()
+            .filter_map(|id| {
+                let gw = index.gateway(&id)?;
+                controls_class(&index, &gw.spec.gateway_class_name).then(|| (id, gw.clone()))
+            })
+            .collect()
+    };
+    // Status from the configuration the gateway was last translated from (not computed again).
+    let gateways: Vec<_> = ours
+        .into_iter()
+        .filter_map(|(id, gw)| {
+            let status = pipeline
+                .with_translated_config(&id.to_string(), |config| gateway_status(&gw, config))?;
             let key = ObjectRef {
                 kind: Kind::Gateway,
-                namespace: id.namespace.clone(),
-                name: id.name.clone(),
+                namespace: id.namespace,
+                name: id.name,
             };
-            let status = gateway_status(gw, &config);
             let current = gw
                 .status
                 .as_ref()
@@ -514,8 +525,10 @@ async fn write_all(
                     .get(&key)
                     .is_some_and(|w| comparable(w) == comparable(&status));
             (!unchanged).then(|| (key, status, "gateway.networking.k8s.io/v1".to_string()))
-        });
-        let gateways: Vec<_> = gateways.collect();
+        })
+        .collect();
+    let work: Vec<(ObjectRef, serde_json::Value, String)> = {
+        let index = pipeline.index.read();
         index
             .entries()
             .filter(|(k, _)| k.kind.has_wayguard_status())
