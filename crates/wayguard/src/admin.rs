@@ -2,9 +2,7 @@
 //! `/debug/jwks`, `/debug/status`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -14,10 +12,10 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use wayguard_runtime::{Readiness, ReadyState};
 use wayguard_xds::ConnectionRegistry;
 
 use crate::pipeline::Pipeline;
-use crate::source::FileProblem;
 
 /// What the admin server reads.
 pub struct AdminState {
@@ -27,19 +25,13 @@ pub struct AdminState {
     pub connections: ConnectionRegistry,
     /// Metrics registry.
     pub registry: Mutex<Registry>,
-    /// Set once sources synced and the first snapshots were built.
-    pub ready: AtomicBool,
-    /// File source problems.
-    pub file_problems: Mutex<Vec<FileProblem>>,
+    /// Readiness blockers (sources synced, JWKS first pass, first snapshot built, ...).
+    pub readiness: Readiness,
 }
 
-/// Serves the admin endpoints until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AdminState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
+/// The admin endpoints, served by `wayguard_runtime::Server::serve_http`.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -47,27 +39,19 @@ pub async fn serve(
         .route("/debug/connections", get(connections))
         .route("/debug/jwks", get(jwks))
         .route("/debug/status", get(status))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(state)
 }
 
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
+/// 200 `ready`, or 503 naming every blocker still held (`not ready: waiting for sources synced
+/// (waiting for the first list of Gateway); first snapshot built`) or `draining`.
 async fn ready(State(s): State<Arc<AdminState>>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
+    let state = s.readiness.state();
+    let code = if state == ReadyState::Ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: sources syncing or first snapshots not built\n",
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, format!("{state}\n")).into_response()
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
@@ -159,9 +143,16 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
             })
         })
         .collect();
+    let readiness = s.readiness.state();
+    let pending = match &readiness {
+        ReadyState::NotReady(p) => serde_json::to_value(p).unwrap_or_default(),
+        _ => json!([]),
+    };
     json_response(json!({
-        "ready": s.ready.load(Ordering::Acquire),
-        "files": *s.file_problems.lock(),
+        "ready": readiness == ReadyState::Ready,
+        "pending": pending,
+        "draining": readiness == ReadyState::Draining,
+        "files": *s.pipeline.source_problems.lock(),
         "rejected": rejected,
         "warnings": warnings,
         "gateways": *s.pipeline.status.read(),

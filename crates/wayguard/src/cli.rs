@@ -80,6 +80,9 @@ struct ServeArgs {
     /// (Envoy fetches from in-mesh Services, wayguard inlines the rest), `envoy` (Envoy always fetches).
     #[arg(long, env = "PILOT_JWT_ENABLE_REMOTE_JWKS", default_value = "istiod")]
     jwks_fetch_mode: String,
+    /// With --kubernetes: a kubeconfig file instead of in-cluster config or $KUBECONFIG.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Namespace of the leader election Lease (Kubernetes mode; the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
     leader_election_namespace: String,
@@ -89,6 +92,10 @@ struct ServeArgs {
     /// How long a leader's lease lasts without renewal; a new leader takes over within it.
     #[arg(long, env = "WAYGUARD_LEASE_DURATION", default_value = "15s", value_parser = duration)]
     lease_duration: Duration,
+    /// How long shutdown (SIGTERM) may take in total: xDS streams drained, the status write in
+    /// flight finished, the Lease released. Keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "WAYGUARD_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    drain_timeout: Duration,
     /// Log format.
     #[arg(long, env = "WAYGUARD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -155,6 +162,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let ServeArgs {
         config_dir,
         kubernetes,
+        kubeconfig,
         xds_address,
         admin_address,
         extauth_address,
@@ -169,6 +177,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         leader_election_namespace,
         leader_election_identity,
         lease_duration,
+        drain_timeout,
         log_format,
         log,
     } = args;
@@ -185,6 +194,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .unwrap_or_else(|_| format!("wayguard-{}", std::process::id()))
             });
             crate::serve::SourceConfig::Kubernetes {
+                kubeconfig,
                 lease: crate::kubernetes::lease::LeaseConfig {
                     namespace: leader_election_namespace,
                     name: "wayguard-leader".into(),
@@ -193,6 +203,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                     retry_period: lease_duration / 3,
                 },
             }
+        }
+        (false, Some(_)) if kubeconfig.is_some() => {
+            eprintln!("error: --kubeconfig goes with --kubernetes");
+            return ExitCode::from(2);
         }
         (false, Some(dir)) => crate::serve::SourceConfig::Files(dir),
         (false, None) => {
@@ -212,6 +226,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         debounce_max,
         jwks_refresh_interval,
         jwks_fetch_mode: wayguard_core::authn::JwksFetchMode::parse(&jwks_fetch_mode),
+        drain_timeout,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -223,7 +238,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(crate::serve::run(config, crate::serve::shutdown_signal())) {
+    match runtime.block_on(crate::serve::run(
+        config,
+        wayguard_runtime::shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

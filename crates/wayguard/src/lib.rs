@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod cli;
+pub mod driver;
 pub mod dump;
 pub mod files;
 pub mod keys;
@@ -13,4 +14,5 @@ pub mod render;
 pub mod rotation;
 pub mod serve;
 pub mod source;
+pub mod sources;
 pub mod validate;

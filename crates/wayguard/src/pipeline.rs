@@ -102,9 +102,19 @@ pub struct Pipeline {
     pub cache: SnapshotCache,
     /// Last build per gateway.
     pub status: RwLock<BTreeMap<String, GatewayStatus>>,
+    /// Problems of the source's inputs (files that do not parse), for `/debug/status`.
+    pub source_problems: Mutex<Vec<crate::source::FileProblem>>,
     /// The inputs each gateway was last translated from (and set into the cache without error).
     translated: Mutex<BTreeMap<String, Inputs>>,
     metrics: PipelineMetrics,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("gateways", &self.status.read().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything a gateway's translation depends on: equal inputs give equal resources.
@@ -164,6 +174,7 @@ impl Pipeline {
             keys,
             cache,
             status: RwLock::new(BTreeMap::new()),
+            source_problems: Mutex::new(Vec::new()),
             translated: Mutex::new(BTreeMap::new()),
             metrics,
         })
@@ -219,14 +230,32 @@ impl Pipeline {
         }
     }
 
-    /// Records, in the background, how long until every Envoy connected to each changed gateway
-    /// ACKed its new snapshot, counted from `since` (the source change). Bounded at 60 s.
-    pub fn observe_convergence(
+    /// Issuers and JWKS URIs whose first fetch has not finished, for `/ready`.
+    pub fn pending_keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .fetched_rules(None)
+            .iter()
+            .filter(|r| !self.keys.settled(std::slice::from_ref(r)))
+            .map(|r| match &r.jwks {
+                JwksSource::Uri(uri) => uri.clone(),
+                _ => format!("discovery of {}", r.issuer),
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Futures that record how long until every Envoy connected to each changed gateway ACKed its
+    /// new snapshot, counted from `since` (the source change); each gives up after 60 s. The
+    /// caller runs them (the pipeline task keeps them in its own `JoinSet`).
+    pub fn convergence(
         &self,
         changed: &[String],
         connections: &wayguard_xds::ConnectionRegistry,
         since: Instant,
-    ) {
+    ) -> Vec<impl Future<Output = ()> + Send + 'static> {
+        let mut out = Vec::new();
         for key in changed {
             let Some(snapshot) = self.cache.get(key) else {
                 continue;
@@ -240,7 +269,7 @@ impl Pipeline {
                 self.metrics.convergence_seconds.clone(),
                 key.clone(),
             );
-            tokio::spawn(async move {
+            out.push(async move {
                 let wait = registry.wait_acked(&key, snapshot.version(), clients);
                 if let Ok(Ok(_)) =
                     tokio::time::timeout(std::time::Duration::from_secs(60), wait).await
@@ -249,6 +278,7 @@ impl Pipeline {
                 }
             });
         }
+        out
     }
 
     /// The translated resources of one gateway (for config-dump).

@@ -216,9 +216,10 @@ impl KubeWayguard {
         self.guard.kill();
     }
 
-    /// SIGTERM, then SIGKILL after the stop timeout (a leader releases its Lease).
-    pub fn stop(&mut self) {
-        self.guard.stop();
+    /// SIGTERM, then SIGKILL after the stop timeout (a leader releases its Lease); the exit
+    /// status, `None` if it had to be killed.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.guard.stop()
     }
 }
 

@@ -35,6 +35,7 @@ mod jwks;
 mod jwt;
 mod mtls;
 mod quickstart;
+mod readiness;
 mod reload;
 mod routing;
 mod seeds;

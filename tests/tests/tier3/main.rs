@@ -12,4 +12,5 @@ mod chart;
 mod common;
 mod leader;
 mod seeds;
+mod shutdown;
 mod startup;

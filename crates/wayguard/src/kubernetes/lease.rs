@@ -34,43 +34,59 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// Runs the election until `shutdown`; the receiver tells whether this replica leads.
-pub fn spawn(
+/// Runs the election until `drain` is signaled, publishing on `leading` whether this replica
+/// leads; a leader then releases the lease so another replica takes over within one retry period.
+///
+/// Errors of one round are logged and retried (and count as "not leading"); the task itself only
+/// ends at the drain, so its supervisor treats any other end as fatal.
+pub async fn run(
     client: Client,
     config: LeaseConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-        let mut observed: Option<(String, Instant)> = None; // (resourceVersion, when seen)
-        tokio::pin!(shutdown);
-        loop {
-            let leading = match step(&api, &config, &mut observed).await {
-                Ok(leading) => leading,
-                Err(e) => {
-                    tracing::warn!(error = %e, lease = %config.name, "leader election step failed");
-                    // Without a successful renewal we must assume we lost the lease.
-                    false
-                }
-            };
-            if *tx.borrow() != leading {
-                tracing::info!(identity = %config.identity, leading, "leadership changed");
-                tx.send_replace(leading);
+    leading: watch::Sender<bool>,
+    drain: wayguard_runtime::Drain,
+) -> anyhow::Result<()> {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let mut observed: Option<(String, Instant)> = None; // (resourceVersion, when seen)
+    loop {
+        // A round is not cut short by the drain (a renewal in flight must not be lost without a
+        // release), but it is bounded like client-go's renew deadline.
+        let deadline = config.retry_period.max(Duration::from_secs(1));
+        let now_leading = match tokio::time::timeout(deadline, step(&api, &config, &mut observed))
+            .await
+        {
+            Ok(Ok(leading)) => leading,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, lease = %config.name, "leader election step failed");
+                // Without a successful renewal we must assume we lost the lease.
+                false
             }
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep(config.retry_period) => {}
+            Err(_) => {
+                tracing::warn!(lease = %config.name, timeout = ?deadline, "leader election step timed out");
+                false
             }
+        };
+        if *leading.borrow() != now_leading {
+            tracing::info!(identity = %config.identity, leading = now_leading, "leadership changed");
+            leading.send_replace(now_leading);
         }
-        if *tx.borrow() {
-            tx.send_replace(false);
-            if let Err(e) = release(&api, &config).await {
-                tracing::warn!(error = %e, "releasing the lease failed; another replica takes over when it expires");
-            }
+        tokio::select! {
+            biased;
+            () = drain.signaled() => break,
+            () = tokio::time::sleep(config.retry_period) => {}
         }
-    });
-    rx
+    }
+    leading.send_replace(false);
+    // Released even when the last round failed: the apiserver may still name this replica.
+    match release(&api, &config).await {
+        Ok(true) => {
+            tracing::info!(identity = %config.identity, lease = %config.name, "released the lease")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "releasing the lease failed; another replica takes over when it expires")
+        }
+    }
+    Ok(())
 }
 
 fn spec(config: &LeaseConfig, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
@@ -145,9 +161,9 @@ async fn step(
     }
 }
 
-async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), kube::Error> {
+async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
     let Some(mut lease) = api.get_opt(&config.name).await? else {
-        return Ok(());
+        return Ok(false);
     };
     if lease
         .spec
@@ -155,7 +171,7 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), kube::Err
         .and_then(|s| s.holder_identity.as_deref())
         != Some(config.identity.as_str())
     {
-        return Ok(());
+        return Ok(false);
     }
     if let Some(spec) = lease.spec.as_mut() {
         spec.holder_identity = None;
@@ -163,5 +179,5 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), kube::Err
     }
     api.replace(&config.name, &PostParams::default(), &lease)
         .await
-        .map(drop)
+        .map(|_| true)
 }

@@ -7,6 +7,8 @@
 //! - Relists are applied as one batch (`Index::reset`).
 //! - Secrets and ConfigMaps are not watched cluster-wide: only the objects gateways and
 //!   AuthConfigs reference, each with a `metadata.name` field selector.
+//! - Every watcher is a task of the source's own `JoinSet`: none outlives the source, and one that
+//!   ends (watch streams retry forever, so only a bug ends one) ends the source with an error.
 
 pub mod lease;
 pub mod status;
@@ -15,15 +17,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Result;
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use wayguard_api::resource::{Kind, ObjectRef, Resource, decode};
 
 use crate::pipeline::Pipeline;
+use crate::sources::{Changes, Source, SourceContext};
 
 /// Kinds watched cluster-wide (Secrets and ConfigMaps are watched per referenced object).
 pub const WATCHED: [Kind; 12] = [
@@ -43,7 +48,7 @@ pub const WATCHED: [Kind; 12] = [
 
 /// Sync progress of the watchers.
 #[derive(Debug)]
-pub struct Synced {
+pub struct SyncProgress {
     /// Kinds that completed their first list (or are not installed).
     pub kinds: watch::Sender<BTreeSet<Kind>>,
     /// Referenced Secrets/ConfigMaps whose watcher completed its first list, whether the object
@@ -155,8 +160,8 @@ async fn watch_kind(
     client: Client,
     kind: Kind,
     pipeline: Arc<Pipeline>,
-    trigger: mpsc::UnboundedSender<()>,
-    synced: Arc<Synced>,
+    changes: Changes,
+    synced: Arc<SyncProgress>,
 ) {
     let synced = &synced.kinds;
     let ar = loop {
@@ -190,7 +195,7 @@ async fn watch_kind(
                     });
                 }
                 if changed {
-                    let _ = trigger.send(());
+                    changes.notify();
                 }
             }
             Err(e) => tracing::warn!(kind = %kind, error = %e, "watch error; backing off"),
@@ -203,8 +208,8 @@ async fn watch_object(
     client: Client,
     key: ObjectRef,
     pipeline: Arc<Pipeline>,
-    trigger: mpsc::UnboundedSender<()>,
-    synced: Arc<Synced>,
+    changes: Changes,
+    synced: Arc<SyncProgress>,
 ) {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("", "v1", key.kind.name()),
@@ -227,13 +232,13 @@ async fn watch_object(
                     }
                 };
                 if changed {
-                    let _ = trigger.send(());
+                    changes.notify();
                 }
                 synced.objects.send_if_modified(|s| s.insert(key.clone()));
             }
             Ok(event) => {
                 if let (true, _) = apply_event(&pipeline, key.kind, &ar, event, &mut relist) {
-                    let _ = trigger.send(());
+                    changes.notify();
                 }
             }
             Err(e) => tracing::warn!(object = %key, error = %e, "watch error; backing off"),
@@ -241,34 +246,126 @@ async fn watch_object(
     }
 }
 
-/// Starts every cluster-wide watcher and the referenced-object reconciler.
-pub fn start(
+/// The Kubernetes source: every cluster-wide watcher and the referenced-object reconciler.
+#[derive(Clone)]
+pub struct KubernetesSource {
     client: Client,
-    pipeline: Arc<Pipeline>,
-    trigger: mpsc::UnboundedSender<()>,
-    rebuilt: watch::Receiver<u64>,
-) -> Arc<Synced> {
-    let synced = Arc::new(Synced {
-        kinds: watch::Sender::new(BTreeSet::new()),
-        objects: watch::Sender::new(BTreeSet::new()),
-    });
-    for kind in WATCHED {
-        tokio::spawn(watch_kind(
-            client.clone(),
-            kind,
-            pipeline.clone(),
-            trigger.clone(),
-            synced.clone(),
-        ));
+}
+
+impl std::fmt::Debug for KubernetesSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesSource").finish_non_exhaustive()
     }
-    tokio::spawn(referenced_objects(
-        client,
-        pipeline,
-        trigger,
-        rebuilt,
-        synced.clone(),
-    ));
-    synced
+}
+
+impl KubernetesSource {
+    /// A source reading through `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Source for KubernetesSource {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn run(self, mut ctx: SourceContext) -> Result<()> {
+        let client = self.client;
+        let progress = Arc::new(SyncProgress {
+            kinds: watch::Sender::new(BTreeSet::new()),
+            objects: watch::Sender::new(BTreeSet::new()),
+        });
+        let mut tasks = JoinSet::new();
+        for kind in WATCHED {
+            tasks.spawn(watch_kind(
+                client.clone(),
+                kind,
+                ctx.pipeline.clone(),
+                ctx.changes.clone(),
+                progress.clone(),
+            ));
+        }
+        tasks.spawn(referenced_objects(
+            client,
+            ctx.pipeline.clone(),
+            ctx.changes.clone(),
+            ctx.rebuilt.clone(),
+            progress.clone(),
+        ));
+        tokio::select! {
+            biased;
+            () = ctx.drain.signaled() => return Ok(()),
+            () = wait_synced(&progress, &ctx) => {}
+            Some(_) = tasks.join_next() => anyhow::bail!("a Kubernetes watcher ended before the first sync"),
+        }
+        ctx.synced.done();
+        tokio::select! {
+            biased;
+            () = ctx.drain.signaled() => Ok(()),
+            Some(_) = tasks.join_next() => anyhow::bail!("a Kubernetes watcher ended"),
+        }
+    }
+}
+
+/// Waits until every watched kind listed once, then (bounded) until every Secret/ConfigMap the
+/// listed objects reference was read or found absent, so HTTPS listeners are not programmed a
+/// beat late and the first snapshot already has the mesh config. Progress goes to `/ready`.
+async fn wait_synced(progress: &SyncProgress, ctx: &SourceContext) {
+    let mut rx = progress.kinds.subscribe();
+    let all: BTreeSet<_> = WATCHED.into_iter().collect();
+    let mut last_log = tokio::time::Instant::now();
+    loop {
+        let missing: Vec<String> = all
+            .difference(&rx.borrow_and_update())
+            .map(ToString::to_string)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        ctx.synced.progress(format!(
+            "waiting for the first list of {}",
+            missing.join(", ")
+        ));
+        if last_log.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(waiting_for = ?missing, "waiting for the initial list of these kinds");
+            last_log = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    let mut objects = progress.objects.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // A referenced object can reference more (none do today), so `wanted` is re-read.
+        let wanted = ctx.pipeline.index.read().referenced_objects();
+        let missing: Vec<String> = {
+            let settled = objects.borrow_and_update();
+            wanted
+                .iter()
+                .filter(|k| !settled.contains(*k))
+                .map(ToString::to_string)
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        ctx.synced
+            .progress(format!("reading referenced {}", missing.join(", ")));
+        match tokio::time::timeout_at(deadline, objects.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(
+                    missing = ?missing,
+                    "referenced Secrets/ConfigMaps not read within 5s; continuing, they apply when they arrive"
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Keeps one watcher per referenced Secret/ConfigMap; unreferenced ones are dropped from the index.
@@ -278,12 +375,13 @@ pub fn start(
 async fn referenced_objects(
     client: Client,
     pipeline: Arc<Pipeline>,
-    trigger: mpsc::UnboundedSender<()>,
+    changes: Changes,
     mut rebuilt: watch::Receiver<u64>,
-    synced: Arc<Synced>,
+    synced: Arc<SyncProgress>,
 ) {
     let mut kinds = synced.kinds.subscribe();
-    let mut watchers: BTreeMap<ObjectRef, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    let mut watchers: BTreeMap<ObjectRef, tokio::task::AbortHandle> = BTreeMap::new();
+    let mut tasks = JoinSet::new();
     loop {
         let wanted = pipeline.index.read().referenced_objects();
         let stale: Vec<ObjectRef> = watchers
@@ -297,17 +395,17 @@ async fn referenced_objects(
             }
             synced.objects.send_if_modified(|s| s.remove(&key));
             if pipeline.index.write().delete(&key) {
-                let _ = trigger.send(());
+                changes.notify();
             }
         }
         for key in wanted {
             watchers.entry(key.clone()).or_insert_with(|| {
                 tracing::info!(object = %key, "watching referenced object");
-                tokio::spawn(watch_object(
+                tasks.spawn(watch_object(
                     client.clone(),
                     key,
                     pipeline.clone(),
-                    trigger.clone(),
+                    changes.clone(),
                     synced.clone(),
                 ))
             });
@@ -315,6 +413,8 @@ async fn referenced_objects(
         tokio::select! {
             r = rebuilt.changed() => if r.is_err() { return },
             r = kinds.changed() => if r.is_err() { return },
+            // Finished (aborted) watchers are reaped here.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
 }

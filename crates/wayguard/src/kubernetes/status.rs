@@ -461,29 +461,43 @@ fn comparable(status: &serde_json::Value) -> serde_json::Value {
     s
 }
 
-/// Writes status whenever this replica leads, after rebuilds and JWKS status changes.
-pub fn spawn(
+/// Status write metrics (placeholder until the status writer reports outcomes).
+#[derive(Clone, Debug, Default)]
+pub struct StatusMetrics {}
+
+impl StatusMetrics {
+    /// Registers the metrics.
+    pub fn register(_registry: &mut prometheus_client::registry::Registry) -> Self {
+        Self {}
+    }
+}
+
+/// Writes status whenever this replica leads, after rebuilds and JWKS status changes, until
+/// `drain` is signaled.
+pub async fn run(
     client: Client,
     pipeline: Arc<Pipeline>,
     mut leading: watch::Receiver<bool>,
     mut rebuilt: watch::Receiver<u64>,
-) {
-    tokio::spawn(async move {
-        let mut jwks = pipeline.keys.resolver().status_changes();
-        let mut written: BTreeMap<ObjectRef, serde_json::Value> = BTreeMap::new();
-        loop {
-            if *leading.borrow() {
-                write_all(&client, &pipeline, &mut written).await;
-            } else {
-                written.clear();
-            }
-            tokio::select! {
-                r = leading.changed() => if r.is_err() { return },
-                r = rebuilt.changed() => if r.is_err() { return },
-                r = jwks.changed() => if r.is_err() { return },
-            }
+    drain: wayguard_runtime::Drain,
+    _metrics: StatusMetrics,
+) -> anyhow::Result<()> {
+    let mut jwks = pipeline.keys.resolver().status_changes();
+    let mut written: BTreeMap<ObjectRef, serde_json::Value> = BTreeMap::new();
+    loop {
+        if *leading.borrow() {
+            write_all(&client, &pipeline, &mut written).await;
+        } else {
+            written.clear();
         }
-    });
+        tokio::select! {
+            biased;
+            () = drain.signaled() => return Ok(()),
+            r = leading.changed() => if r.is_err() { return Ok(()) },
+            r = rebuilt.changed() => if r.is_err() { return Ok(()) },
+            r = jwks.changed() => if r.is_err() { return Ok(()) },
+        }
+    }
 }
 
 async fn write_all(
