@@ -64,6 +64,7 @@
 mod error;
 mod fallback;
 mod fetch;
+pub mod jwt;
 mod keyset;
 mod metrics;
 mod resolver;
