@@ -5,6 +5,7 @@ pub mod attr;
 pub mod authn;
 pub mod authz;
 pub mod gateway;
+pub mod login;
 pub mod routing;
 
 pub use gateway::GatewayId;

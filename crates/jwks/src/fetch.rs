@@ -110,32 +110,13 @@ impl std::fmt::Debug for HttpFetcher {
 impl HttpFetcher {
     /// Builds the client.
     pub fn new(config: &HttpConfig) -> Result<Self, BuildError> {
-        let guard = Arc::new(SsrfGuard::new(config.blocked_cidrs.clone()));
-        let tls = tls_config(config.extra_ca_pem.as_ref())?;
-
-        let redirect_guard = guard.clone();
-        let max_redirects = config.max_redirects;
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= max_redirects {
-                return attempt.error(format!("more than {max_redirects} redirects"));
-            }
-            match redirect_guard.check_url(attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(blocked) => attempt.error(RedirectBlocked(blocked)),
-            }
-        });
-
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .dns_resolver(SsrfResolver::new(guard.clone()))
-            .redirect(redirects)
+        let (builder, guard) = guarded_client(config)?;
+        let client = builder
             .pool_max_idle_per_host(0)
             .http1_only()
-            .user_agent(concat!("wayguard-jwks/", env!("CARGO_PKG_VERSION")));
-        if !config.use_env_proxy {
-            builder = builder.no_proxy();
-        }
-        let client = builder.build().map_err(BuildError::Client)?;
+            .user_agent(concat!("wayguard-jwks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(BuildError::Client)?;
         Ok(Self {
             client,
             guard,
@@ -290,6 +271,37 @@ fn request_error(uri: &str, err: &reqwest::Error) -> FetchError {
         uri: uri.to_owned(),
         detail,
     }
+}
+
+/// A reqwest client builder for fetches from identity providers, shared by every wayguard part
+/// that calls one (JWKS, the login's discovery and token endpoint): TLS with the ring provider,
+/// the platform roots plus `extra_ca_pem`, the SSRF guard on DNS answers and on every redirect
+/// hop, at most `max_redirects` redirects, the environment's proxies unless disabled. Callers add
+/// timeouts, pooling and their user agent.
+pub fn guarded_client(
+    config: &HttpConfig,
+) -> Result<(reqwest::ClientBuilder, Arc<SsrfGuard>), BuildError> {
+    let guard = Arc::new(SsrfGuard::new(config.blocked_cidrs.clone()));
+    let tls = tls_config(config.extra_ca_pem.as_ref())?;
+    let redirect_guard = guard.clone();
+    let max_redirects = config.max_redirects;
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= max_redirects {
+            return attempt.error(format!("more than {max_redirects} redirects"));
+        }
+        match redirect_guard.check_url(attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(blocked) => attempt.error(RedirectBlocked(blocked)),
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .dns_resolver(SsrfResolver::new(guard.clone()))
+        .redirect(redirects);
+    if !config.use_env_proxy {
+        builder = builder.no_proxy();
+    }
+    Ok((builder, guard))
 }
 
 /// rustls client configuration with the ring provider, platform roots and the extra CA file.

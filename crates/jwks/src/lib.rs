@@ -74,7 +74,9 @@ mod state;
 
 pub use crate::error::{BuildError, FetchError};
 pub use crate::fallback::{NEVER_MATCHING_SEED, never_matching_jwks, never_matching_modulus};
-pub use crate::fetch::{Fetch, FetchFuture, FetchRequest, Fetched, HttpConfig, HttpFetcher};
+pub use crate::fetch::{
+    Fetch, FetchFuture, FetchRequest, Fetched, HttpConfig, HttpFetcher, guarded_client,
+};
 pub use crate::keyset::{InvalidJwks, KeySet};
 pub use crate::metrics::{IssuerLabels, Metrics};
 pub use crate::resolver::{JwksResolver, ResolverConfig};
