@@ -136,8 +136,11 @@ pub struct Engine {
     pub(crate) metrics: Metrics,
     store_factory: StoreFactory,
     /// In-flight and recent refreshes, by digest of the refresh token they use.
-    refreshes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<(Session, Instant)>>>>>,
+    refreshes: Mutex<HashMap<String, RefreshSlot>>,
 }
+
+/// One refresh token's single-flight slot: the session it produced and when.
+type RefreshSlot = Arc<tokio::sync::Mutex<Option<(Session, Instant)>>>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
