@@ -274,6 +274,9 @@ pub struct Session {
     pub expires_at: u64,
     /// When the login happened.
     pub created_at: u64,
+    /// When the current tokens were issued (the login or the last refresh).
+    #[serde(default)]
+    pub issued_at: u64,
     /// The verified id_token claims.
     pub claims: Map<String, Value>,
 }
@@ -290,6 +293,7 @@ impl Session {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             created_at: now,
+            issued_at: now,
             claims: id.claims.clone(),
         }
     }
@@ -299,6 +303,7 @@ impl Session {
     pub fn refreshed(&self, tokens: TokenResponse, id: Option<&Verified>, now: SystemTime) -> Self {
         let now = unix(now);
         let mut next = self.clone();
+        next.issued_at = now;
         next.expires_at = match id {
             Some(id) => expiry(&tokens, id, now),
             None => tokens
@@ -347,7 +352,10 @@ pub enum Freshness {
 pub fn freshness(cfg: &LoginConfig, s: &Session, now: SystemTime) -> Freshness {
     let now = unix(now);
     let refreshable = cfg.session.allow_refreshing && s.refresh_token.is_some();
-    let buffer = cfg.session.pre_expiry_buffer.as_secs();
+    // Never more than half the tokens' lifetime: tokens that live shorter than the buffer would
+    // otherwise be refreshed on every request.
+    let lifetime = s.expires_at.saturating_sub(s.issued_at);
+    let buffer = cfg.session.pre_expiry_buffer.as_secs().min(lifetime / 2);
     if now >= s.expires_at {
         if refreshable {
             Freshness::RefreshOrLogin

@@ -255,6 +255,7 @@ fn session(expires_at: u64, refresh: bool) -> Session {
         refresh_token: refresh.then(|| "rt".into()),
         expires_at,
         created_at: 900,
+        issued_at: 900,
         claims: json!({"sub": "alice", "email": "alice@example.com", "address": {"country": "NL"}})
             .as_object()
             .cloned()
@@ -285,6 +286,11 @@ fn freshness_follows_expiry_the_buffer_and_refreshability() {
         freshness(&cfg, &session(2000, false), at(2000)),
         Freshness::Expired
     );
+    // Tokens living 20 s: the buffer shrinks to half of that, not every request refreshes.
+    let mut short = session(2000, true);
+    short.issued_at = 1980;
+    assert_eq!(freshness(&cfg, &short, at(1985)), Freshness::Fresh);
+    assert_eq!(freshness(&cfg, &short, at(1991)), Freshness::Refresh);
     let mut no_refresh = config();
     no_refresh.session.allow_refreshing = false;
     assert_eq!(
