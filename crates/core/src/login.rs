@@ -271,6 +271,81 @@ pub fn default_cookie_names(id: &str) -> (String, String) {
     )
 }
 
+/// Where one gateway calls wayguard's ext_authz for login (EnterpriseAgentgatewayPolicy
+/// `traffic.entExtAuth` attachments), resolved by the index; translate turns it into the ext_authz
+/// filter, per-route settings and the synthesized login routes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayLogin {
+    /// The AuthConfig (`ns/name`) of every route of the gateway (a policy targeting the Gateway).
+    pub gateway: Option<String>,
+    /// By route configuration (RDS) name: policies targeting a listener (`sectionName`).
+    pub route_configs: BTreeMap<String, String>,
+    /// By HTTPRoute (`ns/name`): policies targeting an HTTPRoute (the most specific wins).
+    pub http_routes: BTreeMap<String, String>,
+    /// The paths each attached AuthConfig answers itself, by AuthConfig id.
+    pub paths: BTreeMap<String, LoginPaths>,
+    /// How Envoy reaches the ext_authz service.
+    pub target: ExtAuthTarget,
+}
+
+/// How Envoy reaches wayguard's ext_authz.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ExtAuthTarget {
+    /// The `backendRef` Service: this cluster of the gateway (HTTP/2).
+    Service(String),
+    /// wayguard's own ext_authz at this host and port (`--extauth-upstream`).
+    Address(String, u16),
+    /// Nowhere: every login route answers 503 (fail closed) until the backendRef resolves.
+    #[default]
+    Unresolved,
+}
+
+impl GatewayLogin {
+    /// Whether any route of the gateway logs in.
+    pub fn is_empty(&self) -> bool {
+        self.gateway.is_none() && self.route_configs.is_empty() && self.http_routes.is_empty()
+    }
+
+    /// The AuthConfig of a route: its HTTPRoute's, else its listener's, else the gateway's.
+    /// `http_route` is the route's HTTPRoute (`ns/name`), if it has one.
+    pub fn for_route(&self, route_config: &str, http_route: Option<&str>) -> Option<&str> {
+        http_route
+            .and_then(|r| self.http_routes.get(r))
+            .or_else(|| self.route_configs.get(route_config))
+            .or(self.gateway.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// The request paths an AuthConfig answers without an upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoginPaths {
+    /// The redirect URI's path.
+    pub callback: String,
+    /// RP-initiated logout.
+    pub logout: Option<String>,
+    /// OIDC Back-Channel Logout (the provider POSTs a logout token; the body goes to ext_authz).
+    pub back_channel_logout: Option<String>,
+}
+
+impl LoginConfig {
+    /// The paths this login answers itself.
+    pub fn paths(&self) -> LoginPaths {
+        LoginPaths {
+            callback: url_path(&self.redirect_uri()),
+            logout: self.logout_path.clone(),
+            back_channel_logout: self.back_channel_logout_path.clone(),
+        }
+    }
+}
+
+/// The path of an absolute URL (`/` when it has none).
+pub fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or("/").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,8 @@ pub struct GatewayConfig {
     pub attached_routes: std::collections::BTreeMap<String, u32>,
     /// Auth policies attached to the gateway.
     pub auth: GatewayAuth,
+    /// Login (ext_authz) attachments.
+    pub login: crate::login::GatewayLogin,
     /// What could not be programmed, for logs and status.
     pub problems: Vec<Problem>,
 }

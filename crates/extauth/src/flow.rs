@@ -87,17 +87,11 @@ pub enum Route {
     Protected,
 }
 
-/// The path part of a URL (`/` when it has none or does not parse).
-pub fn url_path(url: &str) -> String {
-    url::Url::parse(url)
-        .map(|u| u.path().to_string())
-        .unwrap_or_else(|_| "/".into())
-}
-
 /// Which flow step `req` is.
 pub fn route(cfg: &LoginConfig, req: &HttpRequest) -> Route {
     let path = req.path_only();
-    if path == url_path(&cfg.redirect_uri()) {
+    // The same paths translate routes to ext_authz (`LoginConfig::paths`).
+    if path == wayguard_core::login::url_path(&cfg.redirect_uri()) {
         Route::Callback
     } else if cfg.logout_path.as_deref() == Some(path) {
         Route::Logout

@@ -6,6 +6,7 @@
 //! edit leaves the previous behaviour in place (and is reported), it never fails open.
 
 mod attach;
+mod auth_config;
 pub mod convert;
 mod filters;
 mod routing;
@@ -35,6 +36,9 @@ pub struct IndexConfig {
     pub waypoint_classes: Vec<String>,
     /// Who fetches JWKS URIs.
     pub jwks_fetch_mode: wayguard_core::authn::JwksFetchMode,
+    /// Where Envoy reaches wayguard's own ext_authz (`--extauth-upstream`), for login policies
+    /// whose `backendRef` does not name a Service the index knows.
+    pub extauth_upstream: Option<(String, u16)>,
 }
 
 impl Default for IndexConfig {
@@ -44,6 +48,7 @@ impl Default for IndexConfig {
             gateway_classes: vec!["wayguard".into(), "istio-waypoint".into()],
             waypoint_classes: vec!["istio-waypoint".into()],
             jwks_fetch_mode: wayguard_core::authn::JwksFetchMode::Istiod,
+            extauth_upstream: None,
         }
     }
 }

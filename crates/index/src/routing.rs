@@ -75,6 +75,20 @@ impl Index {
         let auth = self.gateway_auth_in(id, trust_domains.clone().unwrap_or_default());
         let jwks_clusters = b.jwks_clusters(&auth.jwt_rules);
         let providers = b.providers(&auth);
+        let (login, login_problems) = self.gateway_login(id, gw, &listeners, |ns, svc, port| {
+            match self.find(Kind::Service, ns, svc) {
+                Some(Resource::Service(s)) if svc_ports(s).contains(&port) => {
+                    let name = b.cluster(ns, svc, port);
+                    // ext_authz is gRPC.
+                    if let Some(c) = b.clusters.get_mut(&name) {
+                        c.http2 = true;
+                    }
+                    Some(name)
+                }
+                _ => None,
+            }
+        });
+        b.problems.extend(login_problems);
         if let Err(e) = trust_domains {
             b.problem(
                 format!(
@@ -99,6 +113,7 @@ impl Index {
             providers,
             attached_routes: std::mem::take(&mut b.attached),
             auth,
+            login,
             problems,
         })
     }

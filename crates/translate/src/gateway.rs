@@ -124,7 +124,11 @@ fn inline(s: &str) -> DataSource {
 /// Translates a gateway.
 pub fn gateway_resources(config: &GatewayConfig, ctx: &AuthContext<'_>) -> GatewayResources {
     let auth = http_auth_filters(&config.auth, ctx);
-    let filters = chain(&auth.custom);
+    let mut filters = chain(&auth.custom);
+    if let Some(login) = crate::login::filter(&config.login) {
+        filters.insert(0, login);
+    }
+    let login_cluster = crate::login::cluster(&config.login);
     let access_logs = if auth.inlines_fetched_keys {
         vec![rotation_log()]
     } else {
@@ -149,16 +153,22 @@ pub fn gateway_resources(config: &GatewayConfig, ctx: &AuthContext<'_>) -> Gatew
             .iter()
             .map(|l| listener(l, &filters, &access_logs))
             .collect(),
-        routes: config.routes.iter().map(route_config).collect(),
+        routes: config
+            .routes
+            .iter()
+            .map(|rc| route_config(rc, &config.login))
+            .collect(),
         clusters: config
             .clusters
             .iter()
+            .chain(login_cluster.iter())
             .map(cluster)
             .chain(config.external_clusters.iter().map(external_cluster))
             .collect(),
         endpoints: config
             .clusters
             .iter()
+            .chain(login_cluster.iter())
             .filter(|c| !c.dns)
             .map(load_assignment)
             .collect(),
@@ -376,16 +386,23 @@ fn header_matcher(h: &HeaderMatch) -> HeaderMatcher {
     }
 }
 
-fn route_config(rc: &RouteConfig) -> RouteConfiguration {
+fn route_config(rc: &RouteConfig, login: &wayguard_core::login::GatewayLogin) -> RouteConfiguration {
+    let mut hosts: Vec<Vec<EnvoyRoute>> = rc
+        .virtual_hosts
+        .iter()
+        .map(|vh| vh.routes.iter().map(envoy_route).collect())
+        .collect();
+    crate::login::apply(login, rc, &mut hosts);
     RouteConfiguration {
         name: rc.name.clone(),
         virtual_hosts: rc
             .virtual_hosts
             .iter()
-            .map(|vh| EnvoyVirtualHost {
+            .zip(hosts)
+            .map(|(vh, routes)| EnvoyVirtualHost {
                 name: vh.name.clone(),
                 domains: vh.domains.clone(),
-                routes: vh.routes.iter().map(envoy_route).collect(),
+                routes,
                 ..Default::default()
             })
             .collect(),

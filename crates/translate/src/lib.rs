@@ -5,6 +5,7 @@ mod any;
 pub mod gateway;
 pub mod json;
 mod jwt;
+pub mod login;
 pub mod matcher;
 pub mod names;
 mod rbac;

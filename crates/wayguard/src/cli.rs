@@ -42,9 +42,13 @@ struct ServeArgs {
     /// Admin listen address (/ready, /metrics, /debug/...).
     #[arg(long, env = "WAYGUARD_ADMIN_ADDRESS", default_value = "0.0.0.0:15014")]
     admin_address: SocketAddr,
-    /// ext_authz gRPC listen address (OIDC login; not served yet).
+    /// ext_authz gRPC listen address (AuthConfig OIDC login).
     #[arg(long, env = "WAYGUARD_EXTAUTH_ADDRESS", default_value = "0.0.0.0:8083")]
     extauth_address: SocketAddr,
+    /// Where Envoy reaches this ext_authz (HOST:PORT) when a login policy's backendRef names no
+    /// Service wayguard knows; default: this host's loopback and the --extauth-address port.
+    #[arg(long, env = "WAYGUARD_EXTAUTH_UPSTREAM", value_parser = parse_host_port)]
+    extauth_upstream: Option<(String, u16)>,
     /// STS listen address (RFC 8693 token exchange; not served yet).
     #[arg(long, env = "WAYGUARD_STS_ADDRESS", default_value = "0.0.0.0:7777")]
     sts_address: SocketAddr,
@@ -166,6 +170,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         xds_address,
         admin_address,
         extauth_address,
+        extauth_upstream,
         sts_address,
         root_namespace,
         gateway_classes,
@@ -214,7 +219,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(%extauth_address, %sts_address, "ext_authz and STS are not served yet");
+    tracing::info!(%sts_address, "STS is not served yet");
     let config = crate::serve::ServeConfig {
         source,
         xds_address,
@@ -227,6 +232,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         jwks_refresh_interval,
         jwks_fetch_mode: wayguard_core::authn::JwksFetchMode::parse(&jwks_fetch_mode),
         drain_timeout,
+        extauth_address,
+        extauth_upstream,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -304,4 +311,19 @@ pub fn main() -> ExitCode {
         )),
         Command::Serve(args) => serve(*args),
     }
+}
+
+/// `HOST:PORT` (`[v6]:PORT` for IPv6 literals).
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: the port must be a number from 1 to 65535"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!("{s:?}: expected HOST:PORT"));
+    }
+    Ok((host.to_string(), port))
 }

@@ -7,6 +7,7 @@
 //! | `pipeline` ([`Driver`]: first build, then debounced rebuilds) | serve | at the drain |
 //! | `jwks` (the resolver's fetch loop) | serve | at the drain |
 //! | `xds` (ADS + the JWKS rotation signal on one port) | serve | streams end with OK, then the port closes |
+//! | `extauth` (ext_authz login; its policies follow every rebuild) | serve | in-flight Checks finish, then the port closes |
 //! | `status` (Kubernetes, leader only) | serve | after the write in flight |
 //! | `leader-election` (Kubernetes) | last | after releasing the Lease |
 //! | `admin` | last | `/ready` says "draining" until then |
@@ -75,6 +76,12 @@ pub struct ServeConfig {
     pub jwks_fetch_mode: wayguard_core::authn::JwksFetchMode,
     /// How long shutdown may take in total (streams drained, status written, Lease released).
     pub drain_timeout: Duration,
+    /// ext_authz listen address.
+    pub extauth_address: SocketAddr,
+    /// Where Envoy reaches this ext_authz when a login policy's backendRef names no Service
+    /// wayguard knows (`--extauth-upstream`); by default the loopback address of
+    /// `extauth_address`'s port (Envoy on the same host).
+    pub extauth_upstream: Option<(String, u16)>,
 }
 
 /// A started `serve`: addresses bound, every task running under the supervisor.
@@ -86,6 +93,8 @@ pub struct Running {
     pub xds_address: SocketAddr,
     /// The bound admin address.
     pub admin_address: SocketAddr,
+    /// The bound ext_authz address.
+    pub extauth_address: SocketAddr,
     /// The readiness shared by every part.
     pub readiness: Readiness,
 }
@@ -147,12 +156,40 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     )
     .context("building the JWKS resolver")?;
     let keys = KeyMaterial::new(resolver.clone());
+    let extauth_server = ServerConfig::new(
+        "extauth",
+        "--extauth-address",
+        config.extauth_address,
+        Limits::rpc(),
+    )
+    .bind()
+    .await?;
+    let extauth_address = extauth_server.local_addr();
+    let extauth_upstream = config.extauth_upstream.clone().or_else(|| {
+        let ip = extauth_address.ip();
+        let host = match ip {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => "::1".to_string(),
+            other => other.to_string(),
+        };
+        Some((host, extauth_address.port()))
+    });
     let index = Index::new(IndexConfig {
         root_namespace: config.root_namespace.clone(),
         gateway_classes: config.gateway_classes.clone(),
         waypoint_classes: config.waypoint_classes.clone(),
         jwks_fetch_mode: config.jwks_fetch_mode,
+        extauth_upstream,
     });
+    let login_metrics =
+        wayguard_extauth::Metrics::register(registry.sub_registry_with_prefix("login"));
+    let idp = wayguard_extauth::HttpIdp::new(&wayguard_jwks::HttpConfig::default())
+        .map_err(|e| anyhow::anyhow!("building the login HTTP client: {e}"))?;
+    let engine = Arc::new(wayguard_extauth::Engine::new(
+        Arc::new(idp),
+        login_metrics,
+        wayguard_extauth::redis_factory(),
+    ));
     let cache = SnapshotCache::new();
     let pipeline = Pipeline::new(index, keys, cache.clone(), pipeline_metrics);
 
@@ -223,6 +260,20 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
 
     let changes = Changes::default();
     let (rebuilt_tx, rebuilt_rx) = watch::channel(0u64);
+    let login = (pipeline.clone(), engine.clone(), rebuilt_rx.clone());
+    tasks.insert(
+        "extauth",
+        supervisor.spawn("extauth", Stage::Serve, |drain| async move {
+            let (pipeline, engine, rebuilt) = login;
+            let routes = tonic::service::Routes::new(
+                wayguard_extauth::ExtAuthService::new(engine.clone()).into_server(),
+            );
+            let policies = follow_login_policies(pipeline, engine, rebuilt, drain.clone());
+            let (served, ()) =
+                tokio::join!(extauth_server.serve_grpc(routes, drain.clone()), policies);
+            served
+        }),
+    );
     let (synced, synced_rx) = Synced::new(synced_blocker);
     let context = |drain| SourceContext {
         pipeline: pipeline.clone(),
@@ -288,8 +339,29 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         tasks,
         xds_address,
         admin_address,
+        extauth_address,
         readiness,
     })
+}
+
+/// Hands the login policies of every rebuild to the ext_authz engine, until the drain.
+async fn follow_login_policies(
+    pipeline: Arc<Pipeline>,
+    engine: Arc<wayguard_extauth::Engine>,
+    mut rebuilt: watch::Receiver<u64>,
+    drain: wayguard_runtime::Drain,
+) {
+    loop {
+        let (configs, problems) = pipeline.index.read().login_configs();
+        for p in &problems {
+            tracing::warn!(object = %p.object, problem = %p.message, "login policy not served");
+        }
+        engine.set_policies(configs);
+        tokio::select! {
+            changed = rebuilt.changed() => if changed.is_err() { return },
+            () = drain.signaled() => return,
+        }
+    }
 }
 
 /// A client from `kubeconfig`, else in-cluster config or `$KUBECONFIG`.

@@ -167,6 +167,8 @@ async fn a_dead_leader_election_task_ends_the_process_with_an_error() -> Result<
             jwks_refresh_interval: Duration::from_secs(1200),
             jwks_fetch_mode: wayguard_core::authn::JwksFetchMode::Istiod,
             drain_timeout: Duration::from_secs(10),
+            extauth_address: loopback(0),
+            extauth_upstream: None,
         };
         let running = wayguard::serve::start(config).await?;
         ensure!(
