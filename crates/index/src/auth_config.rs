@@ -73,11 +73,11 @@ fn duration(field: &str, value: Option<&String>, default: Duration) -> Result<Du
 /// The paths an AuthConfig answers itself (no Secrets needed: attachments work, and fail
 /// closed, even while a Secret is missing).
 fn paths_of(o: &OidcAuthorizationCode) -> LoginPaths {
-    let callback = callback_path(o);
+    let callback = url_path(&join_url(&o.app_url, &callback_path(o)));
     LoginPaths {
-        callback: url_path(&join_url(&o.app_url, &callback)),
-        logout: (!o.logout_path.is_empty()).then(|| o.logout_path.clone()),
         back_channel_logout: Some(back_channel_path(&callback)),
+        callback,
+        logout: (!o.logout_path.is_empty()).then(|| o.logout_path.clone()),
     }
 }
 
@@ -124,7 +124,12 @@ impl Index {
         }
     }
 
-    fn secret_value(&self, owner_ns: &str, r: &ResourceRef, keys: &[&str]) -> Result<Vec<u8>, String> {
+    fn secret_value(
+        &self,
+        owner_ns: &str,
+        r: &ResourceRef,
+        keys: &[&str],
+    ) -> Result<Vec<u8>, String> {
         let ns = r.namespace.as_deref().unwrap_or(owner_ns);
         let Some(Resource::Secret(secret)) = self.find(Kind::Secret, ns, &r.name) else {
             return Err(format!("Secret {ns}/{} not found", r.name));
@@ -149,11 +154,17 @@ impl Index {
         let o = oidc(ac).ok_or("no oauth2.oidcAuthorizationCode config")?;
         let path = "spec.configs[].oauth2.oidcAuthorizationCode";
         if o.parse_callback_path_as_regex {
-            return Err(format!("{path}.parseCallbackPathAsRegex is not supported: the callback path is matched exactly (a regex widens what counts as a callback); remove it"));
+            return Err(format!(
+                "{path}.parseCallbackPathAsRegex is not supported: the callback path is matched exactly (a regex widens what counts as a callback); remove it"
+            ));
         }
         let client_auth = self.client_auth(ns, o, path)?;
         let session_spec = o.session.clone().unwrap_or_default();
-        let cipher_key = match session_spec.cipher_config.as_ref().and_then(|c| c.key_ref.as_ref()) {
+        let cipher_key = match session_spec
+            .cipher_config
+            .as_ref()
+            .and_then(|c| c.key_ref.as_ref())
+        {
             Some(r) => {
                 let key = self
                     .secret_value(ns, r, &[CIPHER_KEY_KEY])
@@ -169,41 +180,51 @@ impl Index {
             None => None,
         };
         let (default_name, transaction_name) = default_cookie_names(&id);
-        let (store, cookie_name, allow_refreshing, pre_expiry, session_header) =
-            match (&session_spec.redis, &session_spec.cookie) {
-                (Some(redis), _) => {
-                    let opts = redis.options.clone().unwrap_or_default();
-                    (
-                        SessionStore::Redis(RedisConfig {
-                            address: opts.host.clone(),
-                            db: i64::from(opts.db.unwrap_or(0)),
-                            key_prefix: redis.key_prefix.clone(),
-                            tls: opts.socket_type == Some(RedisSocketType::Tls),
-                        }),
-                        (!redis.cookie_name.is_empty()).then(|| redis.cookie_name.clone()),
-                        redis.allow_refreshing.unwrap_or(true),
-                        duration(
-                            &format!("{path}.session.redis.preExpiryBuffer"),
-                            redis.pre_expiry_buffer.as_ref(),
-                            DEFAULT_PRE_EXPIRY,
-                        )?,
-                        (!redis.header_name.is_empty()).then(|| redis.header_name.clone()),
-                    )
-                }
-                (None, cookie) => {
-                    let Some(key) = cipher_key.clone() else {
-                        return Err(format!("{path}.session: tokens kept in the cookie need session.cipherConfig.keyRef (a Secret with a 32-byte `key`); wayguard never stores tokens in a cookie unencrypted. Or keep sessions in Redis with session.redis"));
-                    };
-                    let prefix = cookie.as_ref().map(|c| c.key_prefix.clone()).unwrap_or_default();
-                    (
-                        SessionStore::Cookie { key },
-                        (!prefix.is_empty()).then(|| format!("{prefix}_{default_name}")),
-                        cookie.as_ref().and_then(|c| c.allow_refreshing).unwrap_or(false),
+        let (store, cookie_name, allow_refreshing, pre_expiry, session_header) = match (
+            &session_spec.redis,
+            &session_spec.cookie,
+        ) {
+            (Some(redis), _) => {
+                let opts = redis.options.clone().unwrap_or_default();
+                (
+                    SessionStore::Redis(RedisConfig {
+                        address: opts.host.clone(),
+                        db: i64::from(opts.db.unwrap_or(0)),
+                        key_prefix: redis.key_prefix.clone(),
+                        tls: opts.socket_type == Some(RedisSocketType::Tls),
+                    }),
+                    (!redis.cookie_name.is_empty()).then(|| redis.cookie_name.clone()),
+                    redis.allow_refreshing.unwrap_or(true),
+                    duration(
+                        &format!("{path}.session.redis.preExpiryBuffer"),
+                        redis.pre_expiry_buffer.as_ref(),
                         DEFAULT_PRE_EXPIRY,
-                        None,
-                    )
-                }
-            };
+                    )?,
+                    (!redis.header_name.is_empty()).then(|| redis.header_name.clone()),
+                )
+            }
+            (None, cookie) => {
+                let Some(key) = cipher_key.clone() else {
+                    return Err(format!(
+                        "{path}.session: tokens kept in the cookie need session.cipherConfig.keyRef (a Secret with a 32-byte `key`); wayguard never stores tokens in a cookie unencrypted. Or keep sessions in Redis with session.redis"
+                    ));
+                };
+                let prefix = cookie
+                    .as_ref()
+                    .map(|c| c.key_prefix.clone())
+                    .unwrap_or_default();
+                (
+                    SessionStore::Cookie { key },
+                    (!prefix.is_empty()).then(|| format!("{prefix}_{default_name}")),
+                    cookie
+                        .as_ref()
+                        .and_then(|c| c.allow_refreshing)
+                        .unwrap_or(false),
+                    DEFAULT_PRE_EXPIRY,
+                    None,
+                )
+            }
+        };
         let co = session_spec.cookie_options.clone().unwrap_or_default();
         let cookie = CookieOptions {
             name: cookie_name.unwrap_or(default_name),
@@ -268,11 +289,17 @@ impl Index {
             client_id: o.client_id.clone(),
             client_auth,
             app_url: o.app_url.clone(),
-            back_channel_logout_path: Some(back_channel_path(&callback)),
+            back_channel_logout_path: Some(back_channel_path(&url_path(&join_url(
+                &o.app_url, &callback,
+            )))),
             callback_path: callback,
             logout_path: some(&o.logout_path),
             after_logout_url: some(&o.after_logout_url).unwrap_or_else(|| o.app_url.clone()),
-            end_session: match o.end_session_properties.as_ref().and_then(|e| e.method_type) {
+            end_session: match o
+                .end_session_properties
+                .as_ref()
+                .and_then(|e| e.method_type)
+            {
                 Some(SoloEndSession::GetMethod) => EndSessionMethod::Get,
                 Some(SoloEndSession::PostMethod) | None => EndSessionMethod::Post,
             },
@@ -299,7 +326,12 @@ impl Index {
         })
     }
 
-    fn client_auth(&self, ns: &str, o: &OidcAuthorizationCode, path: &str) -> Result<ClientAuth, String> {
+    fn client_auth(
+        &self,
+        ns: &str,
+        o: &OidcAuthorizationCode,
+        path: &str,
+    ) -> Result<ClientAuth, String> {
         let ca = o.client_authentication.as_ref();
         if let Some(pk) = ca.and_then(|c| c.private_key_jwt.as_ref()) {
             let r = pk.signing_key_ref.as_ref().ok_or_else(|| {
@@ -310,7 +342,9 @@ impl Index {
                 .secret_value(ns, r, SIGNING_KEY_KEYS)
                 .map_err(|e| format!("{field}: {e}"))?;
             if !String::from_utf8_lossy(&key).contains("PRIVATE KEY-----") {
-                return Err(format!("{field}: the key must be a PEM private key (PKCS#8 RSA or EC)"));
+                return Err(format!(
+                    "{field}: the key must be a PEM private key (PKCS#8 RSA or EC)"
+                ));
             }
             let kid = self
                 .secret_value(ns, r, &["kid"])
@@ -327,16 +361,25 @@ impl Index {
             });
         }
         let cs = ca.and_then(|c| c.client_secret.as_ref());
-        let disabled = cs.and_then(|c| c.disable_client_secret).or(o.disable_client_secret);
+        let disabled = cs
+            .and_then(|c| c.disable_client_secret)
+            .or(o.disable_client_secret);
         if disabled == Some(true) {
             return Ok(ClientAuth::None);
         }
         // clientAuthentication.clientSecret.clientSecretRef, else the deprecated top-level field.
         let (field, r) = match cs.and_then(|c| c.client_secret_ref.as_ref()) {
-            Some(r) => (format!("{path}.clientAuthentication.clientSecret.clientSecretRef"), r),
+            Some(r) => (
+                format!("{path}.clientAuthentication.clientSecret.clientSecretRef"),
+                r,
+            ),
             None => match o.client_secret_ref.as_ref() {
                 Some(r) => (format!("{path}.clientSecretRef"), r),
-                None => return Err(format!("{path}.clientSecretRef is required unless the client is public (disableClientSecret) or uses privateKeyJwt")),
+                None => {
+                    return Err(format!(
+                        "{path}.clientSecretRef is required unless the client is public (disableClientSecret) or uses privateKeyJwt"
+                    ));
+                }
             },
         };
         let secret = self
@@ -344,7 +387,9 @@ impl Index {
             .map_err(|e| format!("{field}: {e}"))?;
         let text = String::from_utf8(secret)
             .map_err(|_| format!("{field}: the client secret is not UTF-8"))?;
-        Ok(ClientAuth::SecretBasic(Secret::new(text.trim_end_matches(['\n', '\r']))))
+        Ok(ClientAuth::SecretBasic(Secret::new(
+            text.trim_end_matches(['\n', '\r']),
+        )))
     }
 
     /// The login attachments of a gateway whose Envoy listeners are `listeners`, and their
@@ -359,19 +404,28 @@ impl Index {
     ) -> (GatewayLogin, Vec<Problem>) {
         let mut login = GatewayLogin::default();
         let mut problems = Vec::new();
-        let mut backend: Option<(String, String, Option<u16>, String)> = None;
+        let mut backend: Option<(String, String, Option<u16>, String, bool)> = None;
         let chains: Vec<&FilterChain> = listeners.iter().flat_map(|l| &l.chains).collect();
         for r in self.valid(Kind::EnterpriseAgentgatewayPolicy) {
             let Resource::EnterpriseAgentgatewayPolicy(p) = r else {
                 continue;
             };
-            let Some(ea) = p.spec.traffic.as_ref().and_then(|t| t.ent_ext_auth.as_ref()) else {
+            let Some(ea) = p
+                .spec
+                .traffic
+                .as_ref()
+                .and_then(|t| t.ent_ext_auth.as_ref())
+            else {
                 continue;
             };
             let pns = p.metadata.namespace.clone().unwrap_or_default();
             let pname = p.metadata.name.clone().unwrap_or_default();
             let object = format!("EnterpriseAgentgatewayPolicy {pns}/{pname}");
-            let ac_ns = ea.auth_config_ref.namespace.clone().unwrap_or_else(|| pns.clone());
+            let ac_ns = ea
+                .auth_config_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| pns.clone());
             let ac_id = format!("{ac_ns}/{}", ea.auth_config_ref.name);
             let mut attached = false;
             for t in &p.spec.target_refs {
@@ -382,7 +436,15 @@ impl Index {
                         match &t.section_name {
                             None => &mut login.gateway,
                             Some(section) => {
-                                attach_section(&mut login, &mut problems, &object, gw, section, &chains, &ac_id);
+                                attach_section(
+                                    &mut login,
+                                    &mut problems,
+                                    &object,
+                                    gw,
+                                    section,
+                                    &chains,
+                                    &ac_id,
+                                );
                                 attached = true;
                                 continue;
                             }
@@ -428,16 +490,21 @@ impl Index {
                 },
                 _ => problems.push(problem(&object, format!("AuthConfig {ac_id} not found (or not valid); its routes answer 503 until it is"))),
             }
-            if backend.is_none() {
-                backend = Some(match &ea.backend_ref {
-                    Some(b) => (
+            // The first policy (by namespace and name) with a backendRef says where ext_authz is.
+            match (&ea.backend_ref, &backend) {
+                (Some(b), None | Some((_, _, _, _, false))) => {
+                    backend = Some((
                         b.namespace.clone().unwrap_or_else(|| pns.clone()),
                         b.name.clone(),
                         b.port.and_then(|p| u16::try_from(p).ok()),
                         object.clone(),
-                    ),
-                    None => (String::new(), String::new(), None, object.clone()),
-                });
+                        true,
+                    ));
+                }
+                (None, None) => {
+                    backend = Some((String::new(), String::new(), None, object.clone(), false));
+                }
+                _ => {}
             }
         }
         if login.is_empty() {
@@ -449,13 +516,15 @@ impl Index {
 
     fn ext_auth_target(
         &self,
-        backend: Option<(String, String, Option<u16>, String)>,
+        backend: Option<(String, String, Option<u16>, String, bool)>,
         service_cluster: &mut impl FnMut(&str, &str, u16) -> Option<String>,
         problems: &mut Vec<Problem>,
     ) -> ExtAuthTarget {
         let own = self.config.extauth_upstream.clone();
-        let Some((ns, name, port, object)) = backend else {
-            return own.map_or(ExtAuthTarget::Unresolved, |(h, p)| ExtAuthTarget::Address(h, p));
+        let Some((ns, name, port, object, _)) = backend else {
+            return own.map_or(ExtAuthTarget::Unresolved, |(h, p)| {
+                ExtAuthTarget::Address(h, p)
+            });
         };
         if !name.is_empty() {
             let port = port.unwrap_or(8083);
@@ -525,7 +594,10 @@ fn section_route_config(
         return Some(c.route_config.clone());
     }
     let Some(gl) = gw.spec.listeners.iter().find(|l| l.name == section) else {
-        problems.push(problem(object, format!("targetRefs sectionName {section}: the Gateway has no such listener")));
+        problems.push(problem(
+            object,
+            format!("targetRefs sectionName {section}: the Gateway has no such listener"),
+        ));
         return None;
     };
     let rc = format!("http-{}", gl.port);
@@ -533,7 +605,13 @@ fn section_route_config(
         problems.push(problem(object, format!("listener {section} shares port {} with other HTTP listeners; the login applies to all of them", gl.port)));
         return Some(rc);
     }
-    problems.push(problem(object, format!("listener {section} is not programmed; nothing to attach to")));
+    problems.push(problem(
+        object,
+        format!("listener {section} is not programmed; nothing to attach to"),
+    ));
     None
 }
 
+#[cfg(test)]
+#[path = "auth_config_tests.rs"]
+mod tests;

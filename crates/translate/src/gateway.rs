@@ -386,7 +386,10 @@ fn header_matcher(h: &HeaderMatch) -> HeaderMatcher {
     }
 }
 
-fn route_config(rc: &RouteConfig, login: &wayguard_core::login::GatewayLogin) -> RouteConfiguration {
+fn route_config(
+    rc: &RouteConfig,
+    login: &wayguard_core::login::GatewayLogin,
+) -> RouteConfiguration {
     let mut hosts: Vec<Vec<EnvoyRoute>> = rc
         .virtual_hosts
         .iter()

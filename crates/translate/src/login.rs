@@ -117,15 +117,17 @@ fn per_route(settings: ext_authz_per_route::Override) -> HashMap<String, Any> {
 }
 
 fn check(id: &str, body: bool) -> HashMap<String, Any> {
-    per_route(ext_authz_per_route::Override::CheckSettings(CheckSettings {
-        context_extensions: HashMap::from([(AUTH_CONFIG_KEY.to_string(), id.to_string())]),
-        with_request_body: body.then_some(BufferSettings {
-            max_request_bytes: BACK_CHANNEL_BODY_BYTES,
-            allow_partial_message: false,
-            pack_as_bytes: false,
-        }),
-        ..Default::default()
-    }))
+    per_route(ext_authz_per_route::Override::CheckSettings(
+        CheckSettings {
+            context_extensions: HashMap::from([(AUTH_CONFIG_KEY.to_string(), id.to_string())]),
+            with_request_body: body.then_some(BufferSettings {
+                max_request_bytes: BACK_CHANNEL_BODY_BYTES,
+                allow_partial_message: false,
+                pack_as_bytes: false,
+            }),
+            ..Default::default()
+        },
+    ))
 }
 
 /// The HTTPRoute (`ns/name`) a route was made from (`<ns>/<route>/rule/<i>/match/<j>`).
@@ -197,4 +199,3 @@ pub fn apply(login: &GatewayLogin, rc: &RouteConfig, hosts: &mut [Vec<EnvoyRoute
         }
     }
 }
-
