@@ -122,6 +122,13 @@ fn oidc_code(r: &mut Report, path: &str, o: &OidcAuthorizationCode) {
     url_field(r, &format!("{path}.issuerUrl"), &o.issuer_url, true);
     url_field(r, &format!("{path}.appUrl"), &o.app_url, true);
     path_field(r, &format!("{path}.callbackPath"), &o.callback_path);
+    if o.app_url.ends_with('/') && o.callback_path.starts_with('/') {
+        let joined = format!("{}{}", o.app_url.trim_end_matches('/'), o.callback_path);
+        r.warn(
+            format!("{path}.appUrl"),
+            format!("ends with \"/\" and callbackPath starts with one: Gloo sends redirect_uri {:?}, wayguard sends {joined:?}; register {joined:?} at the provider and drop the trailing slash here", format!("{}{}", o.app_url, o.callback_path)),
+        );
+    }
     path_field(r, &format!("{path}.logoutPath"), &o.logout_path);
     if !o.logout_path.is_empty() && o.logout_path == o.callback_path {
         r.error(

@@ -765,6 +765,14 @@ fn solo_rules() {
     run(vec![
         ("good oidc", ac(oidc), Ok(&[])),
         (
+            "appUrl with a trailing slash and a callbackPath with a leading one",
+            ac(&oidc.replace(
+                "appUrl: https://app",
+                "appUrl: https://app/\n        callbackPath: /cb",
+            )),
+            Ok(&["register \"https://app/cb\" at the provider"]),
+        ),
+        (
             "no configs",
             ac("  configs: []\n"),
             Err(("spec.configs", "at least one config is required")),
