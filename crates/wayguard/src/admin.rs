@@ -1,5 +1,7 @@
 //! The admin server: `/live`, `/ready`, `/metrics`, `/debug/config_dump`, `/debug/connections`,
-//! `/debug/jwks`, `/debug/status`.
+//! `/debug/jwks`, `/debug/status`, and `POST /login/revoke` (ends login sessions; loopback
+//! callers only, e.g. through `kubectl port-forward`: the admin port is reachable from the
+//! cluster network, and ending sessions is not something any pod should be able to do).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct AdminState {
     pub registry: Mutex<Registry>,
     /// Readiness blockers (sources synced, JWKS first pass, first snapshot built, ...).
     pub readiness: Readiness,
+    /// The login engine, when this process serves ext_authz.
+    pub login: Option<Arc<wayguard_extauth::Engine>>,
 }
 
 /// The admin endpoints, served by `wayguard_runtime::Server::serve_http`.
@@ -39,6 +43,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/debug/connections", get(connections))
         .route("/debug/jwks", get(jwks))
         .route("/debug/status", get(status))
+        .route("/login/revoke", axum::routing::post(revoke))
         .with_state(state)
 }
 
@@ -148,8 +153,23 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
         ReadyState::NotReady(p) => serde_json::to_value(p).unwrap_or_default(),
         _ => json!([]),
     };
+    let (_, login_problems) = s.pipeline.index.read().login_configs();
+    let mut login_problems: BTreeMap<String, String> = login_problems
+        .into_iter()
+        .map(|p| (p.object, p.message))
+        .collect();
+    let mut login_policies = Vec::new();
+    if let Some(engine) = &s.login {
+        login_policies = engine.policy_ids();
+        for (id, p) in engine.problems() {
+            login_problems
+                .entry(format!("AuthConfig {id}"))
+                .or_insert(p);
+        }
+    }
     json_response(json!({
         "ready": readiness == ReadyState::Ready,
+        "login": {"policies": login_policies, "problems": login_problems},
         "pending": pending,
         "draining": readiness == ReadyState::Draining,
         "files": *s.pipeline.source_problems.lock(),
@@ -158,4 +178,64 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
         "gateways": *s.pipeline.status.read(),
         "nacks": nacks,
     }))
+}
+
+/// `POST /login/revoke?authconfig=NS/NAME&sub=SUBJECT` (or `sid=IDP_SESSION`, or
+/// `session=SESSION_ID` for one Redis session): ends those sessions at once. Cookie sessions are
+/// refused from then on by this replica (they hold no server-side state to delete).
+async fn revoke(
+    State(s): State<Arc<AdminState>>,
+    axum::Extension(peer): axum::Extension<wayguard_runtime::PeerInfo>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let text = |code: StatusCode, body: String| (code, format!("{body}\n")).into_response();
+    if !peer.remote.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "session revocation is only accepted from loopback (use kubectl port-forward); {} is not",
+                peer.remote.ip()
+            ),
+        );
+    }
+    let Some(engine) = &s.login else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this process does not serve ext_authz".into(),
+        );
+    };
+    let Some(id) = q.get("authconfig") else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "authconfig=NS/NAME is required".into(),
+        );
+    };
+    let owner = match (q.get("sub"), q.get("sid"), q.get("session")) {
+        (Some(sub), None, None) => wayguard_extauth::Owner::Subject(sub.clone()),
+        (None, Some(sid), None) => wayguard_extauth::Owner::IdpSession(sid.clone()),
+        (None, None, Some(session)) => {
+            return match engine.revoke_session(id, session).await {
+                Ok(()) => text(StatusCode::OK, format!("ended session {session} of {id}")),
+                Err(e) => text(StatusCode::BAD_REQUEST, e),
+            };
+        }
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "exactly one of sub=, sid= or session= is required".into(),
+            );
+        }
+    };
+    match engine.revoke(id, owner.clone()).await {
+        Ok(n) => {
+            tracing::info!(authconfig = %id, ?owner, sessions = n, "sessions revoked by an operator");
+            text(
+                StatusCode::OK,
+                format!(
+                    "ended {n} stored session(s) of {owner:?} under {id}; cookie sessions are refused from now on"
+                ),
+            )
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, e),
+    }
 }

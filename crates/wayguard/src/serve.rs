@@ -228,6 +228,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         connections: connections.clone(),
         registry: Mutex::new(registry),
         readiness: readiness.clone(),
+        login: Some(engine.clone()),
     });
     let router = admin::router(admin_state);
     tasks.insert(
