@@ -202,19 +202,25 @@ pub fn client_assertion(
         .map_err(|e| IdpError::Invalid(format!("signing the client assertion: {e}")))
 }
 
+/// A GET whose answer must be 200; returns the body.
+async fn get_ok(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, IdpError> {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| send_error(url, &e))?;
+    let (status, bytes) = body(resp).await?;
+    if status != 200 {
+        return Err(IdpError::Unavailable(format!("{url}: HTTP {status}")));
+    }
+    Ok(bytes)
+}
+
 impl Idp for HttpIdp {
     fn discover(&self, issuer_url: &str) -> BoxFuture<'static, Result<Discovery, IdpError>> {
         let (client, url) = (self.client.clone(), discovery_url(issuer_url));
         Box::pin(async move {
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| send_error(&url, &e))?;
-            let (status, bytes) = body(resp).await?;
-            if status != 200 {
-                return Err(IdpError::Unavailable(format!("{url}: HTTP {status}")));
-            }
+            let bytes = get_ok(&client, &url).await?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| IdpError::Invalid(format!("{url}: not a discovery document: {e}")))
         })
@@ -311,15 +317,7 @@ impl Idp for HttpIdp {
     fn jwks(&self, uri: &str) -> BoxFuture<'static, Result<KeySet, IdpError>> {
         let (client, url) = (self.client.clone(), uri.to_string());
         Box::pin(async move {
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| send_error(&url, &e))?;
-            let (status, bytes) = body(resp).await?;
-            if status != 200 {
-                return Err(IdpError::Unavailable(format!("{url}: HTTP {status}")));
-            }
+            let bytes = get_ok(&client, &url).await?;
             KeySet::parse(&bytes).map_err(|e| IdpError::Invalid(format!("{url}: {e}")))
         })
     }

@@ -4,12 +4,24 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::*;
 use serde_json::json;
 use wayguard_extauth::request::{Decision, HttpRequest};
 use wayguard_extauth::store::MemoryStore;
+
+/// A provider and an engine with one cookie-session AuthConfig `ns/login`.
+fn cookie_engine() -> (Arc<FakeIdp>, Arc<wayguard_extauth::Engine>) {
+    let idp = FakeIdp::new();
+    let e = engine(
+        idp.clone(),
+        MemoryStore::default(),
+        vec![config("ns/login", false)],
+    );
+    (idp, e)
+}
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     headers
@@ -59,12 +71,7 @@ async fn logged_in(
 
 #[tokio::test]
 async fn a_browser_logs_in_and_comes_back_where_it_started_cookie_sessions() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (idp, e) = cookie_engine();
     let mut b = Browser::default();
 
     let start = b.get(&e, "ns/login", "/app/page?x=1").await;
@@ -148,12 +155,7 @@ async fn redis_sessions_keep_only_an_opaque_id_in_the_cookie() {
 
 #[tokio::test]
 async fn a_replayed_callback_redeems_nothing() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (idp, e) = cookie_engine();
     let mut b = Browser::default();
     let to_idp = expect_redirect(b.get(&e, "ns/login", "/app").await);
     let txn = b.cookies.clone();
@@ -177,12 +179,7 @@ async fn a_replayed_callback_redeems_nothing() {
 
 #[tokio::test]
 async fn a_callback_without_its_own_transaction_is_refused_login_csrf() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (idp, e) = cookie_engine();
     // The attacker starts a login and sends the victim the callback URL.
     let mut attacker = Browser::default();
     let to_idp = expect_redirect(attacker.get(&e, "ns/login", "/app").await);
@@ -203,12 +200,7 @@ async fn a_callback_without_its_own_transaction_is_refused_login_csrf() {
 
 #[tokio::test]
 async fn a_provider_error_at_the_callback_is_a_401_and_no_session() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (_idp, e) = cookie_engine();
     let mut b = Browser::default();
     let to_idp = expect_redirect(b.get(&e, "ns/login", "/app").await);
     let state = url::Url::parse(&to_idp)
@@ -223,12 +215,7 @@ async fn a_provider_error_at_the_callback_is_a_401_and_no_session() {
 }
 
 async fn login_with(tamper: Tamper) -> (Decision, usize) {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (idp, e) = cookie_engine();
     let mut b = Browser::default();
     let to_idp = expect_redirect(b.get(&e, "ns/login", "/app").await);
     *idp.tamper.lock() = tamper;
@@ -319,12 +306,7 @@ async fn an_audience_list_with_us_and_no_azp_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rotated_signing_key_is_fetched_once_and_unknown_kids_are_rate_limited() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (idp, e) = cookie_engine();
     let mut first = Browser::default();
     first.login(&e, &idp, "ns/login", "/app").await;
     expect_allow(first.get(&e, "ns/login", "/app").await);
@@ -429,12 +411,7 @@ async fn an_unreachable_provider_is_a_503_not_a_redirect_loop() {
 
 #[tokio::test]
 async fn api_clients_get_a_401_not_a_login_page() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (_idp, e) = cookie_engine();
     let req = HttpRequest {
         headers: [("accept".to_string(), "application/json".to_string())].into(),
         ..request("GET", "/api/items", None)
@@ -452,12 +429,7 @@ async fn api_clients_get_a_401_not_a_login_page() {
 
 #[tokio::test]
 async fn the_return_target_never_leaves_the_app() {
-    let idp = FakeIdp::new();
-    let e = engine(
-        idp.clone(),
-        MemoryStore::default(),
-        vec![config("ns/login", false)],
-    );
+    let (idp, e) = cookie_engine();
     for start in ["//evil.example/x", "/\\evil.example", "/%2F%2Fevil.example"] {
         let mut b = Browser::default();
         let done = b.login(&e, &idp, "ns/login", start).await;
